@@ -1,0 +1,89 @@
+"""ResNeXt definitions with NVIDIA's parameter names.
+
+NVIDIA's ResNeXt101-32x4d (DeepLearningExamples, PyTorch/Classification/ConvNets) is a ResNet v1.5
+bottleneck network: the stride sits on the grouped 3x3 convolution. Parameters are named
+``conv1``/``bn1`` (stem), ``layers.{stage}.{block}.conv1..bn3`` and ``...downsample.{0,1}``, and
+``fc``. The torchvision variants share the structure; :mod:`resnext_triton.weights` maps their
+``layerN.`` names onto these.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resnext_triton.spec import ArchSpec, ModelSpec
+
+STAGE_PLANES = (64, 128, 256, 512)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, grouped 3x3 (carries the stride), 1x1 expand, plus the shortcut."""
+
+    def __init__(self, inplanes: int, planes: int, arch: ArchSpec, stride: int, downsample: nn.Module | None):
+        super().__init__()
+        width = int(planes * arch.width_per_group / 64) * arch.groups
+        out = planes * arch.expansion
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=arch.groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + identity)
+
+
+class ResNeXt(nn.Module):
+    """A ResNeXt image classifier taking normalized NCHW float input and returning logits."""
+
+    def __init__(self, arch: ArchSpec, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        stages: list[nn.Module] = []
+        inplanes = 64
+        for index, (planes, blocks) in enumerate(zip(STAGE_PLANES, arch.layers, strict=True)):
+            stride = 1 if index == 0 else 2
+            out = planes * arch.expansion
+            downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            stage = [Bottleneck(inplanes, planes, arch, stride, downsample)]
+            stage += [Bottleneck(out, planes, arch, 1, None) for _ in range(1, blocks)]
+            stages.append(nn.Sequential(*stage))
+            inplanes = out
+        self.layers = nn.Sequential(*stages)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layers(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def build_model(spec: ModelSpec) -> ResNeXt:
+    """Build the (randomly initialized) network for a spec, in eval mode."""
+    return ResNeXt(spec.arch, spec.num_classes).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,156 @@
+"""The single source of truth for each model variant.
+
+The exporter, the Triton config writer and the client all read a :class:`ModelSpec`, so the
+tensor names, shapes and preprocessing can never drift apart. This module imports neither torch
+nor tritonclient: the client depends on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+INPUT_NAME = "INPUT__0"
+OUTPUT_NAME = "OUTPUT__0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_LABELS = "imagenet_labels.txt"
+
+
+class Format(str, enum.Enum):
+    """A serialized model format Triton can serve."""
+
+    TORCHSCRIPT = "torchscript"
+    ONNX = "onnx"
+    TENSORRT = "tensorrt"
+
+    @property
+    def model_suffix(self) -> str:
+        """The suffix of the model directory in the repository."""
+        return "tensorrt_fp16" if self is Format.TENSORRT else self.value
+
+    @property
+    def filename(self) -> str:
+        """The default model file name Triton's backend looks for."""
+        return {Format.TORCHSCRIPT: "model.pt", Format.ONNX: "model.onnx", Format.TENSORRT: "model.plan"}[self]
+
+    @classmethod
+    def parse_list(cls, text: str) -> list[Format]:
+        """Parse a comma-separated list such as ``"torchscript,onnx"``.
+
+        Raises:
+            ValueError: if a name is not a known format.
+        """
+        out: list[Format] = []
+        for name in (part.strip().lower() for part in text.split(",")):
+            if not name:
+                continue
+            try:
+                fmt = cls(name)
+            except ValueError:
+                known = ", ".join(f.value for f in cls)
+                raise ValueError(f"unknown format {name!r}; choose from {known}") from None
+            if fmt not in out:
+                out.append(fmt)
+        if not out:
+            raise ValueError("no format given")
+        return out
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input tensor (NVIDIA's processing utilities)."""
+
+    resize_shorter: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.crop <= 0 or self.resize_shorter < self.crop:
+            raise ValueError(f"need 0 < crop <= resize_shorter, got crop={self.crop} resize={self.resize_shorter}")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(f"unsupported interpolation {self.interpolation!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three channels, std > 0")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """The shape of a ResNeXt network."""
+
+    layers: tuple[int, int, int, int]
+    groups: int
+    width_per_group: int
+    expansion: int = 4
+
+
+ARCHS: dict[str, ArchSpec] = {
+    # NVIDIA's ResNeXt101-32x4d (torch.hub nvidia_resneXt): bottleneck widths 128..1024.
+    "resnext101_32x4d": ArchSpec(layers=(3, 4, 23, 3), groups=32, width_per_group=4),
+    # torchvision's ResNeXt builders.
+    "resnext50_32x4d": ArchSpec(layers=(3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": ArchSpec(layers=(3, 4, 23, 3), groups=32, width_per_group=8),
+    "resnext101_64x4d": ArchSpec(layers=(3, 4, 23, 3), groups=64, width_per_group=4),
+}
+DEFAULT_VARIANT = "resnext101_32x4d"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the exporter, the config writer and the client must agree on."""
+
+    variant: str = DEFAULT_VARIANT
+    num_classes: int = 1000
+    labels_path: Path | None = None
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    channels: int = 3
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def __post_init__(self) -> None:
+        if self.variant not in ARCHS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(sorted(ARCHS))}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        if self.num_classes != 1000 and self.labels_path is None:
+            raise ValueError("a model with num_classes != 1000 needs its own label file (--labels)")
+
+    @property
+    def arch(self) -> ArchSpec:
+        """The network shape of this variant."""
+        return ARCHS[self.variant]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The input shape without the batch dimension (C, H, W)."""
+        size = self.preprocessing.crop
+        return (self.channels, size, size)
+
+    def model_name(self, fmt: Format) -> str:
+        """The Triton model name for a format, e.g. ``resnext101_32x4d_onnx``."""
+        return f"{self.variant}_{fmt.model_suffix}"
+
+    def labels(self) -> list[str]:
+        """The class labels, one per output index.
+
+        Raises:
+            ValueError: if the label file does not hold exactly ``num_classes`` lines.
+        """
+        if self.labels_path is None:
+            text = resources.files("resnext_triton.data").joinpath(IMAGENET_LABELS).read_text("utf-8")
+            source = IMAGENET_LABELS
+        else:
+            text = Path(self.labels_path).read_text("utf-8")
+            source = str(self.labels_path)
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(labels) != self.num_classes:
+            raise ValueError(f"{source} has {len(labels)} labels, the model has {self.num_classes} classes")
+        return labels
+
+    def with_(self, **changes: object) -> ModelSpec:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
