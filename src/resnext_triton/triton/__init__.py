@@ -1,0 +1,1 @@
+"""Triton side: config.pbtxt generation, the versioned model repository, the local server."""
