@@ -1,0 +1,148 @@
+"""``python export/export.py``: PyTorch -> TorchScript / ONNX / TensorRT FP16 -> Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from resnext_triton.exporters import ExportError
+from resnext_triton.spec import ARCHS, DEFAULT_VARIANT, Format, ModelSpec
+from resnext_triton.triton.config import ServingOptions
+from resnext_triton.triton.repository import write_configs
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the exporter."""
+    parser = argparse.ArgumentParser(
+        prog="export/export.py",
+        description="Export ResNeXt to TorchScript, ONNX and TensorRT FP16, validate each against the eager "
+        "model, and write them as a Triton model repository.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--weights", default="ngc",
+        help="'ngc' downloads NVIDIA's pretrained checkpoint; a PATH loads a .pth/.pth.tar/.pt/.safetensors "
+        "checkpoint; 'random' exports an untrained model (offline demos and tests)",
+    )
+    model.add_argument("--variant", default=DEFAULT_VARIANT, choices=sorted(ARCHS))
+    model.add_argument("--num-classes", type=int, default=1000, help="classes of a fine-tuned model (needs --labels)")
+    model.add_argument("--labels", type=Path, help="label file, one class per line (default: the ImageNet classes)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--formats", default="torchscript,onnx", help="comma-separated: torchscript,onnx,tensorrt")
+    out.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository directory")
+    out.add_argument("--keep", type=int, default=2, help="versions to keep per model (0 keeps all)")
+    out.add_argument("--configs-only", action="store_true",
+                     help="only (re)write config.pbtxt, configs/cpu.pbtxt and labels.txt; export nothing")
+
+    fmt = parser.add_argument_group("format options")
+    fmt.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to trace and validate on")
+    fmt.add_argument("--torchscript-fp16", action="store_true", help="FP16 TorchScript (GPU targets; FP16 I/O)")
+    fmt.add_argument("--channels-last", action="store_true", help="trace TorchScript in channels_last (GPU targets)")
+    fmt.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer)")
+    fmt.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file (read and updated)")
+
+    serve = parser.add_argument_group("Triton config")
+    serve.add_argument("--max-batch-size", type=int, default=64)
+    serve.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batcher max queue delay")
+    serve.add_argument("--gpu-instances", type=int, default=2, help="instances per GPU model")
+    serve.add_argument("--cpu-instances", type=int, default=1, help="instances per model in configs/cpu.pbtxt")
+    serve.add_argument("--preferred-batch-sizes", default="", help="comma-separated preferred batch sizes")
+    serve.add_argument("--ort-tensorrt-fp16", action="store_true",
+                       help="run the ONNX model through ONNX Runtime's TensorRT accelerator (FP16) on GPU hosts")
+    serve.add_argument("--no-cuda-graphs", action="store_true", help="no CUDA graphs for the TensorRT model")
+    serve.add_argument("--no-warmup", action="store_true", help="no model_warmup in the configs")
+
+    check = parser.add_argument_group("validation")
+    check.add_argument("--skip-validation", action="store_true", help="publish without checking against eager")
+    check.add_argument("--images", type=Path, nargs="+",
+                       help="validation photos (default: the photos matplotlib and scikit-image ship)")
+    check.add_argument("--atol", type=float, help="override the FP32 max |logit difference| bound (default 1e-3)")
+
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> ServingOptions:
+    preferred = tuple(int(x) for x in args.preferred_batch_sizes.split(",") if x.strip())
+    return ServingOptions(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.queue_delay_us,
+        gpu_instances=args.gpu_instances,
+        cpu_instances=args.cpu_instances,
+        preferred_batch_sizes=preferred,
+        ort_tensorrt_fp16=args.ort_tensorrt_fp16,
+        cuda_graphs=not args.no_cuda_graphs,
+        warmup=not args.no_warmup,
+        fp16_input=args.torchscript_fp16,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the exporter; returns the exit status (0 only when every format succeeded)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        formats = tuple(Format.parse_list(args.formats))
+        spec = ModelSpec(variant=args.variant, num_classes=args.num_classes, labels_path=args.labels)
+        spec.labels()  # fail early on a label file that does not fit
+        options = _options(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.configs_only:
+        for fmt in formats:
+            print(f"wrote {write_configs(args.out, spec, fmt, options)}")
+        return 0
+    return _export(args, spec, formats, options)
+
+
+def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ...], options: ServingOptions) -> int:
+    from resnext_triton.exporters.pipeline import Exporter, ExportRequest
+    from resnext_triton.exporters.validate import TOLERANCES
+    from resnext_triton.samples import sample_photos
+    from resnext_triton.weights import WeightsError, load_weights
+
+    tolerances = dict(TOLERANCES)
+    if args.atol is not None:
+        tolerances["fp32"] = replace(tolerances["fp32"], max_abs=args.atol)
+    photos = tuple(args.images) if args.images else tuple(sample_photos())
+    if not args.skip_validation and not photos:
+        log.warning("no sample photos found (install matplotlib or scikit-image, or pass --images); "
+                    "validating on random inputs only")
+    try:
+        request = ExportRequest(
+            spec=spec, formats=formats, out=args.out, options=options, keep=args.keep,
+            validate=not args.skip_validation, device=args.device, torchscript_fp16=args.torchscript_fp16,
+            channels_last=args.channels_last, opset=args.opset, photos=photos, tolerances=tolerances,
+            timing_cache=args.timing_cache,
+        )
+        weights = load_weights(spec, args.weights, progress=not args.no_progress)
+        results = Exporter(request, weights).run()
+    except (WeightsError, ExportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"\nweights: {weights.source}" + (f" {weights.path} sha256 {weights.sha256}" if weights.path else ""))
+    if weights.is_random:
+        print("WARNING: RANDOM (untrained) weights -- predictions and labels are meaningless")
+    if args.skip_validation:
+        print("WARNING: validation skipped (--skip-validation)")
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} formats exported to {args.out}"
+          + (f"; FAILED: {', '.join(r.fmt.value for r in failed)}" if failed else ""))
+    return EXIT_FAILED if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""ONNX -> TensorRT FP16 engine, saved as the raw serialized plan Triton's backend loads.
+
+A plan is only loadable by the TensorRT version and GPU compute capability that built it, so the
+supported route is to build it inside NVIDIA's PyTorch container of the same release as the
+Triton image (``export/Dockerfile``, the ``export`` service of docker-compose.yml). Without
+TensorRT or a GPU this module raises :class:`TensorRTUnavailable`; it never falls back to FP32.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnext_triton.exporters import ExportError, TensorRTUnavailable
+from resnext_triton.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ROUTE = (
+    "build the TensorRT plan inside NVIDIA's container of the same release as the Triton image: "
+    "`docker compose run --rm export` (export/Dockerfile), so the plan's TensorRT matches the server's"
+)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the manifest records about a built plan."""
+
+    tensorrt_version: str
+    compute_capability: str
+    gpu_name: str
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    fp16: bool
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest entry."""
+        return dict(self.__dict__)
+
+
+def require_tensorrt() -> Any:
+    """Import TensorRT and check for a CUDA GPU.
+
+    Raises:
+        TensorRTUnavailable: naming the supported route when either is missing.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise TensorRTUnavailable(f"TensorRT is not installed on this host ({exc}); {ROUTE}") from exc
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable(f"TensorRT needs an NVIDIA GPU and none is visible; {ROUTE}")
+    return trt
+
+
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    spec: ModelSpec,
+    *,
+    max_batch: int,
+    opt_batch: int | None = None,
+    workspace_bytes: int = 4 << 30,
+    timing_cache: Path | None = None,
+) -> EngineInfo:
+    """Build an FP16 engine with one optimization profile (min 1, opt, max = ``max_batch``).
+
+    Args:
+        onnx_path: the ONNX model (dynamic batch axis).
+        plan_path: where to write the raw serialized engine (no header).
+        spec: tensor names and shapes.
+        max_batch: the profile's maximum batch, at least the Triton config's max_batch_size.
+        opt_batch: the batch TensorRT tunes for (default: half of ``max_batch``).
+        workspace_bytes: the builder's workspace limit.
+        timing_cache: a timing cache file, read if present and written back.
+
+    Raises:
+        TensorRTUnavailable: without TensorRT or a GPU.
+        ExportError: if parsing or building fails.
+    """
+    trt = require_tensorrt()
+    import torch
+
+    opt = opt_batch or max(1, max_batch // 2)
+    if not 1 <= opt <= max_batch:
+        raise ExportError(f"opt batch {opt} is outside 1..{max_batch}")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if int(trt.__version__.split(".")[0]) < 10:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    config.set_flag(trt.BuilderFlag.FP16)
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    shape = spec.input_shape
+    profile.set_shape(spec.input_name, (1, *shape), (opt, *shape), (max_batch, *shape))
+    config.add_optimization_profile(profile)
+    log.info("building TensorRT FP16 engine (batch 1..%d, opt %d); this takes minutes", max_batch, opt)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT failed to build the engine (see the TensorRT log above)")
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_bytes(bytes(serialized))
+    if timing_cache is not None:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    major, minor = torch.cuda.get_device_capability()
+    return EngineInfo(
+        tensorrt_version=str(trt.__version__),
+        compute_capability=f"{major}.{minor}",
+        gpu_name=torch.cuda.get_device_name(),
+        min_batch=1,
+        opt_batch=opt,
+        max_batch=max_batch,
+        fp16=True,
+    )
+
+
+class TensorRTRunner:
+    """Runs a serialized plan on the GPU (for validation), with torch tensors as buffers."""
+
+    def __init__(self, plan_path: Path, spec: ModelSpec):
+        trt = require_tensorrt()
+        self._spec = spec
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self._engine is None:
+            raise ExportError(f"TensorRT could not deserialize {plan_path} (built by another TensorRT version?)")
+        self._context = self._engine.create_execution_context()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch (N, C, H, W float32) and return float32 logits."""
+        import torch
+
+        inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda()
+        outputs = torch.empty((batch.shape[0], self._spec.num_classes), dtype=torch.float32, device="cuda")
+        self._context.set_input_shape(self._spec.input_name, tuple(inputs.shape))
+        self._context.set_tensor_address(self._spec.input_name, inputs.data_ptr())
+        self._context.set_tensor_address(self._spec.output_name, outputs.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self._context.execute_async_v3(stream.cuda_stream):
+            raise ExportError("TensorRT execution failed")
+        stream.synchronize()
+        return outputs.cpu().numpy()

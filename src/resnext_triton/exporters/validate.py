@@ -1,0 +1,200 @@
+"""Check an exported artifact, reloaded from disk, against the eager model.
+
+Validation collects every failure (NaN/inf, max |difference| over the bound, top-k order or
+top-1 disagreement on real photos) into a report and only then raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from resnext_triton.exporters import ValidationError
+from resnext_triton.spec import Format, ModelSpec
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close an artifact must be to the eager FP32 model.
+
+    Attributes:
+        max_abs: bound on max |logit difference| (None: recorded, not enforced).
+        max_rel: bound on max |difference| / max |eager logit| (None: not enforced).
+        topk_order: the top-k indices on each photo must match in order (0: not checked).
+        top1: the top-1 class on each photo must match.
+    """
+
+    max_abs: float | None
+    max_rel: float | None
+    topk_order: int
+    top1: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest entry."""
+        return dict(self.__dict__)
+
+
+# Tolerances are data: FP32 formats tight; FP16 judged by top-1 plus a calibrated relative bound.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=1e-3, max_rel=None, topk_order=5),
+    "fp16": Tolerance(max_abs=None, max_rel=5e-2, topk_order=0),
+}
+
+
+@dataclass
+class ValidationReport:
+    """The figures of one artifact's validation."""
+
+    name: str
+    precision: str
+    tolerance: Tolerance
+    photos: int = 0
+    random_inputs: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    top1_agree: int = 0
+    topk_identical: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest entry."""
+        return {
+            "precision": self.precision,
+            "tolerance": self.tolerance.describe(),
+            "photos": self.photos,
+            "random_inputs": self.random_inputs,
+            "max_abs_diff": self.max_abs,
+            "max_rel_diff": self.max_rel,
+            "top1_agree": f"{self.top1_agree}/{self.photos}",
+            "topk_identical": f"{self.topk_identical}/{self.photos}",
+            "ok": self.ok,
+            "failures": self.failures,
+        }
+
+
+def eager_runner(model: nn.Module, device: str = "cpu") -> Runner:
+    """Run the eager model in FP32 (the reference)."""
+    model = model.eval().to(device)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return run
+
+
+def torchscript_runner(path: Path, device: str = "cpu") -> Runner:
+    """Reload a TorchScript file and run it with the dtype and layout it was traced with."""
+    module = torch.jit.load(str(path), map_location=device).eval()
+    dtype = next((p.dtype for p in module.parameters()), None)
+    if dtype is None:  # frozen modules hold constants, not parameters
+        dtype = torch.float16 if "Half" in str(module.graph) else torch.float32
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device=device, dtype=dtype)
+            return module(x).float().cpu().numpy()
+
+    return run
+
+
+def onnx_runner(path: Path, device: str = "cpu") -> Runner:
+    """Reload an ONNX model in an ONNX Runtime session (CUDA provider on ``cuda``)."""
+    import onnxruntime as ort
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), providers=providers)
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
+
+    return run
+
+
+def artifact_runner(fmt: Format, path: Path, spec: ModelSpec, device: str = "cpu") -> Runner:
+    """A runner for an artifact on disk."""
+    if fmt is Format.TORCHSCRIPT:
+        return torchscript_runner(path, device)
+    if fmt is Format.ONNX:
+        return onnx_runner(path, device)
+    from resnext_triton.exporters.onnx2trt import TensorRTRunner
+
+    return TensorRTRunner(path, spec)
+
+
+def _run_batched(runner: Runner, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
+    return np.concatenate([runner(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+
+
+def compare(
+    name: str,
+    precision: str,
+    reference: Runner,
+    candidate: Runner,
+    photos: np.ndarray,
+    random_inputs: np.ndarray,
+    tolerance: Tolerance | None = None,
+) -> ValidationReport:
+    """Compare a candidate with the reference on photos and random inputs; never raises."""
+    tol = tolerance or TOLERANCES[precision]
+    report = ValidationReport(name=name, precision=precision, tolerance=tol)
+    report.photos, report.random_inputs = len(photos), len(random_inputs)
+    inputs = np.concatenate([photos, random_inputs]).astype(np.float32)
+    ref = _run_batched(reference, inputs).astype(np.float64)
+    out = _run_batched(candidate, inputs).astype(np.float64)
+    if out.shape != ref.shape:
+        report.failures.append(f"output shape {out.shape} != eager {ref.shape}")
+        return report
+    if not np.isfinite(out).all():
+        report.failures.append(f"{int((~np.isfinite(out)).sum())} NaN/inf values in the output")
+        return report
+    diff = np.abs(out - ref)
+    report.max_abs = float(diff.max())
+    report.max_rel = float(diff.max() / max(np.abs(ref).max(), 1e-12))
+    if tol.max_abs is not None and report.max_abs > tol.max_abs:
+        report.failures.append(f"max |diff| {report.max_abs:.3g} > {tol.max_abs:g}")
+    if tol.max_rel is not None and report.max_rel > tol.max_rel:
+        report.failures.append(f"max relative diff {report.max_rel:.3g} > {tol.max_rel:g}")
+    k = max(tol.topk_order, 1)
+    ref_top = np.argsort(-ref[: len(photos)], axis=1)[:, :k]
+    out_top = np.argsort(-out[: len(photos)], axis=1)[:, :k]
+    report.top1_agree = int((ref_top[:, 0] == out_top[:, 0]).sum())
+    report.topk_identical = int((ref_top == out_top).all(axis=1).sum())
+    if tol.top1 and report.top1_agree != len(photos):
+        report.failures.append(f"top-1 differs on {len(photos) - report.top1_agree} of {len(photos)} photos")
+    if tol.topk_order and report.topk_identical != len(photos):
+        report.failures.append(
+            f"top-{tol.topk_order} order differs on {len(photos) - report.topk_identical} of {len(photos)} photos"
+        )
+    return report
+
+
+def raise_on_failure(reports: list[ValidationReport]) -> None:
+    """Raise one error naming every failed artifact and why.
+
+    Raises:
+        ValidationError: if any report failed.
+    """
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        lines = [f"{r.name}: {'; '.join(r.failures)}" for r in failed]
+        raise ValidationError("validation failed:\n  " + "\n  ".join(lines))
+
+
+def random_inputs(spec: ModelSpec, count: int = 2, seed: int = 0) -> np.ndarray:
+    """Normal-distributed inputs shaped like a batch of preprocessed images."""
+    return np.random.default_rng(seed).standard_normal((count, *spec.input_shape)).astype(np.float32)
