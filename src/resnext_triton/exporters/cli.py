@@ -90,9 +90,8 @@ def _options(args: argparse.Namespace) -> ServingOptions:
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the exit status (0 only when every format succeeded)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("resnext_triton").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         formats = tuple(Format.parse_list(args.formats))
         spec = ModelSpec(variant=args.variant, num_classes=args.num_classes, labels_path=args.labels)

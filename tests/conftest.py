@@ -1,0 +1,57 @@
+"""Shared fixtures: one full-size export per test session, reused by every tier."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from resnext_triton.samples import sample_photos
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ExportedRepo:
+    """A model repository exported from random weights, and the eager model that made it."""
+
+    path: Path
+    spec: object
+    eager: object
+    results: list
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """The real photos matplotlib and scikit-image ship (grace_hopper first; camera is grayscale)."""
+    found = sample_photos()
+    if len(found) < 2:
+        pytest.skip("needs matplotlib and scikit-image sample photos (installed by scripts/bootstrap.py)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def exported_repo(tmp_path_factory: pytest.TempPathFactory, photos: list[Path]) -> ExportedRepo:
+    """The full-size ResNeXt101-32x4d (random weights, seed 0) exported to TorchScript and ONNX, validated."""
+    from resnext_triton.exporters.pipeline import Exporter, ExportRequest
+    from resnext_triton.spec import Format, ModelSpec
+    from resnext_triton.weights import load_weights
+
+    spec = ModelSpec()
+    out = tmp_path_factory.mktemp("model_repository")
+    weights = load_weights(spec, "random", progress=False, seed=0)
+    request = ExportRequest(spec=spec, formats=(Format.TORCHSCRIPT, Format.ONNX), out=out, photos=tuple(photos))
+    results = Exporter(request, weights).run()
+    failed = [r.line() for r in results if not r.ok]
+    assert not failed, failed
+    return ExportedRepo(path=out, spec=spec, eager=weights.model, results=results)
+
+
+@pytest.fixture
+def repo_copy(exported_repo: ExportedRepo, tmp_path: Path) -> Path:
+    """A private copy of the exported repository that a test may modify."""
+    target = tmp_path / "repo"
+    shutil.copytree(exported_repo.path, target)
+    return target

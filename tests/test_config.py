@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.triton.config import ServingOptions, build_config, parse_pbtxt, to_pbtxt
+from resnext_triton.triton.repository import CPU_CONFIG, write_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "model_repository"
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_gpu_config_round_trips_through_tritons_schema(fmt):
+    spec = ModelSpec()
+    config = parse_pbtxt(to_pbtxt(build_config(spec, fmt, ServingOptions())))
+    assert config.name == spec.model_name(fmt)
+    assert config.backend == {"torchscript": "pytorch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}[fmt.value]
+    assert config.max_batch_size == 64
+    (inp,) = config.input
+    assert (inp.name, list(inp.dims), inp.format) == ("INPUT__0", [3, 224, 224], mc.ModelInput.FORMAT_NCHW)
+    (out,) = config.output
+    assert (out.name, list(out.dims), out.label_filename) == ("OUTPUT__0", [1000], "labels.txt")
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert config.model_warmup[0].inputs["INPUT__0"].random_data
+    assert config.optimization.cuda.graphs == (fmt is Format.TENSORRT)
+
+
+def test_cpu_config_has_no_gpu_options():
+    options = ServingOptions(ort_tensorrt_fp16=True, cpu_instances=3)
+    config = build_config(ModelSpec(), Format.ONNX, options, cpu=True)
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert config.instance_group[0].count == 3
+    assert not config.HasField("optimization")
+    with pytest.raises(ValueError, match="only on a GPU"):
+        build_config(ModelSpec(), Format.TENSORRT, options, cpu=True)
+
+
+def test_onnx_tensorrt_accelerator_and_fp16_torchscript():
+    config = build_config(ModelSpec(), Format.ONNX, ServingOptions(ort_tensorrt_fp16=True))
+    (accel,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
+    ts = build_config(ModelSpec(), Format.TORCHSCRIPT, ServingOptions(fp16_input=True))
+    assert ts.input[0].data_type == ts.output[0].data_type == mc.TYPE_FP16
+
+
+def test_options_validation():
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ServingOptions(max_batch_size=0)
+    with pytest.raises(ValueError, match="outside 1..8"):
+        ServingOptions(max_batch_size=8, preferred_batch_sizes=(4, 16))
+
+
+def test_typo_is_rejected_by_schema():
+    with pytest.raises(text_format.ParseError):
+        parse_pbtxt('name: "x"\nmax_batch_sise: 8\n')
+
+
+def test_committed_configs_have_not_drifted(tmp_path):
+    spec = ModelSpec()
+    for fmt in Format:
+        write_configs(tmp_path, spec, fmt, ServingOptions())
+    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.pbtxt"))
+    committed = sorted(p.relative_to(COMMITTED) for p in COMMITTED.rglob("*.pbtxt"))
+    assert generated == committed
+    for rel in generated:
+        assert (COMMITTED / rel).read_text() == (tmp_path / rel).read_text(), (
+            f"{rel} drifted: run `python export/export.py --configs-only --formats torchscript,onnx,tensorrt`"
+        )
+    assert not (tmp_path / spec.model_name(Format.TENSORRT) / CPU_CONFIG).exists()
