@@ -50,7 +50,7 @@ def test_onnx_tensorrt_accelerator_and_fp16_torchscript():
 def test_options_validation():
     with pytest.raises(ValueError, match="max_batch_size"):
         ServingOptions(max_batch_size=0)
-    with pytest.raises(ValueError, match="outside 1..8"):
+    with pytest.raises(ValueError, match=r"outside 1\.\.8"):
         ServingOptions(max_batch_size=8, preferred_batch_sizes=(4, 16))
 
 

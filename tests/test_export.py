@@ -78,7 +78,7 @@ def test_compare_catches_every_failure(exported_repo):
     assert not bad.ok and any("max |diff|" in f for f in bad.failures) and any("top-1" in f for f in bad.failures)
     broken = compare("nan", "fp32", reference, nan, photos, photos[:0])
     assert broken.failures == ["1 NaN/inf values in the output"]
-    with pytest.raises(ValidationError, match="shifted: .*nan: 1 NaN"):
+    with pytest.raises(ValidationError, match=r"shifted: .*nan: 1 NaN"):
         raise_on_failure([bad, broken])
     assert TOLERANCES["fp32"].max_abs == 1e-3
 

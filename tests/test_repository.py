@@ -53,15 +53,16 @@ def test_failed_fill_publishes_nothing(tmp_path):
 def test_killed_export_leaves_no_loadable_version(tmp_path):
     """A process killed mid-write leaves only a hidden staging dir, which the next export removes."""
     model_dir = tmp_path / "m"
-    code = (
-        "import os, sys; sys.path.insert(0, %r)\n"
-        "from pathlib import Path\n"
-        "from resnext_triton.triton.repository import publish_version\n"
-        "def fill(d):\n"
-        "    (d / 'model.onnx').write_bytes(b'partial')\n"
-        "    os._exit(9)\n"
-        "publish_version(Path(%r), fill)\n"
-    ) % (str(os.path.join(os.path.dirname(__file__), "..", "src")), str(model_dir))
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    code = "\n".join([
+        f"import os, sys; sys.path.insert(0, {src!r})",
+        "from pathlib import Path",
+        "from resnext_triton.triton.repository import publish_version",
+        "def fill(d):",
+        "    (d / 'model.onnx').write_bytes(b'partial')",
+        "    os._exit(9)",
+        f"publish_version(Path({str(model_dir)!r}), fill)",
+    ])
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 9
     leftovers = list(model_dir.iterdir())
     assert leftovers and all(p.name.startswith(".tmp-") for p in leftovers)

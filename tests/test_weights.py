@@ -161,7 +161,7 @@ class _Server:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 outer.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(outer.payload)))

@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def download(url: str, directory: Path, *, progress: bool = True, timeout_s: flo
         DownloadError: on a network error, an HTTP error or a short read.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    name = Path(urllib.request.urlparse(url).path).name or "checkpoint.pth"
+    name = Path(urllib.parse.urlparse(url).path).name or "checkpoint.pth"
     target = directory / name
     sidecar = target.with_name(name + ".sha256")
     if target.is_file() and sidecar.is_file():
@@ -263,8 +264,11 @@ def load_weights(spec: ModelSpec, source: str, *, progress: bool = True, seed: i
         path, digest = download(url, cache_dir(), progress=progress)
     else:
         path = Path(source).expanduser()
-        digest = sha256_file(path) if path.is_file() else None
+        if not path.is_file():
+            raise WeightsError(f"checkpoint {path} does not exist (--weights takes ngc, random or a file path)")
+        digest = sha256_file(path)
     state = remap_keys(read_checkpoint(path))
     check_state_dict(model, state)
     model.load_state_dict(state, strict=False)
-    return LoadedWeights(model=model.eval(), source=source if source == "ngc" else "file", path=str(path), sha256=digest)
+    kind = "ngc" if source == "ngc" else "file"
+    return LoadedWeights(model=model.eval(), source=kind, path=str(path), sha256=digest)

@@ -22,8 +22,8 @@ from resnext_triton.exporters.validate import (
     artifact_runner,
     compare,
     eager_runner,
-    random_inputs,
     raise_on_failure,
+    random_inputs,
 )
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions
@@ -83,7 +83,8 @@ class StepResult:
         where = "-"
         if self.artifact is not None and self.artifact.exists():
             size = self.artifact.stat().st_size / 1e6
-            where = f"{self.artifact.parent.parent.name}/{self.artifact.parent.name}/{self.artifact.name} ({size:.1f} MB)"
+            rel = f"{self.artifact.parent.parent.name}/{self.artifact.parent.name}/{self.artifact.name}"
+            where = f"{rel} ({size:.1f} MB)"
         if self.report is None:
             check = "validation skipped"
         else:

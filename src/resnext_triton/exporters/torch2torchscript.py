@@ -41,7 +41,7 @@ def export_torchscript(
     work = work.to(dtype=dtype)
     example = torch.randn(2, *spec.input_shape, device=device, dtype=dtype)
     if channels_last:
-        work = work.to(memory_format=torch.channels_last)
+        work = work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         example = example.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(work, example, check_trace=False)
