@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import os
 import shutil
 import subprocess
@@ -87,6 +88,51 @@ def install_perf_analyzer(python: Path, requirement: str, venv_dir: Path) -> Non
     log(f"perf_analyzer installed at {target}")
 
 
+def link_stubs(python: Path, venv_dir: Path) -> None:
+    """Copy TensorRT's stub packages (which lack py.typed) into .venv/stubs for mypy.
+
+    The generated stubs name some plugin-method parameters ``in``, a Python keyword; those are
+    renamed ``in_`` in the copy so that mypy can parse the file.
+    """
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    stubs = venv_dir / "stubs"
+    shutil.rmtree(stubs, ignore_errors=True)
+    for name in ("tensorrt", "tensorrt_bindings"):
+        for source in (Path(site) / name).glob("*.pyi"):
+            target = stubs / name / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+            fixed = [_fix_stub_def(ln) if ln.lstrip().startswith("def ") else ln for ln in lines]
+            target.write_text("".join(fixed), encoding="utf-8")
+
+
+def _fix_stub_def(line: str) -> str:
+    """Make one generated ``def`` line valid Python: no keyword parameter names, defaults in order."""
+    line = re.sub(r"([(,] ?)in:", r"\1in_:", line)
+    start, end = line.find("("), line.rfind(") ->")
+    if start < 0 or end < 0:
+        return line
+    params, depth, current = [], 0, ""
+    for char in line[start + 1 : end]:
+        depth += char in "[(" and 1 or (char in "])" and -1 or 0)
+        if char == "," and depth == 0:
+            params.append(current)
+            current = ""
+        else:
+            current += char
+    params.append(current)
+    seen_default = False
+    for i, param in enumerate(params):
+        if "=" in param:
+            seen_default = True
+        elif seen_default and param.strip() and not param.strip().startswith("*"):
+            params[i] = param + " = ..."
+    return line[: start + 1] + ",".join(params) + line[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Create the virtualenv and install everything pinned in pyproject.toml."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     run([*pip, "install", "-q", "-e", f"{ROOT}[dev]"])
     run([*pip, "install", "-q", "--no-deps", *tool["no-deps"]])
     install_perf_analyzer(python, tool["perf-analyzer-wheel"], venv_dir)
+    link_stubs(python, venv_dir)
     stamp.write_text(digest + "\n")
     log(f"ready: {venv_dir}")
     return 0

@@ -43,21 +43,20 @@ class EngineInfo:
         return dict(self.__dict__)
 
 
-def require_tensorrt() -> Any:
-    """Import TensorRT and check for a CUDA GPU.
+def require_tensorrt() -> None:
+    """Check that TensorRT imports and a CUDA GPU is visible.
 
     Raises:
         TensorRTUnavailable: naming the supported route when either is missing.
     """
     try:
-        import tensorrt as trt
+        import tensorrt  # noqa: F401
     except ImportError as exc:
         raise TensorRTUnavailable(f"TensorRT is not installed on this host ({exc}); {ROUTE}") from exc
     import torch
 
     if not torch.cuda.is_available():
         raise TensorRTUnavailable(f"TensorRT needs an NVIDIA GPU and none is visible; {ROUTE}")
-    return trt
 
 
 def build_engine(
@@ -85,7 +84,8 @@ def build_engine(
         TensorRTUnavailable: without TensorRT or a GPU.
         ExportError: if parsing or building fails.
     """
-    trt = require_tensorrt()
+    require_tensorrt()
+    import tensorrt as trt
     import torch
 
     opt = opt_batch or max(1, max_batch // 2)
@@ -109,7 +109,8 @@ def build_engine(
     config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()
     shape = spec.input_shape
-    profile.set_shape(spec.input_name, (1, *shape), (opt, *shape), (max_batch, *shape))
+    dims = [trt.Dims([batch, *shape]) for batch in (1, opt, max_batch)]
+    profile.set_shape(spec.input_name, *dims)
     config.add_optimization_profile(profile)
     log.info("building TensorRT FP16 engine (batch 1..%d, opt %d); this takes minutes", max_batch, opt)
     serialized = builder.build_serialized_network(network, config)
@@ -136,7 +137,9 @@ class TensorRTRunner:
     """Runs a serialized plan on the GPU (for validation), with torch tensors as buffers."""
 
     def __init__(self, plan_path: Path, spec: ModelSpec):
-        trt = require_tensorrt()
+        require_tensorrt()
+        import tensorrt as trt
+
         self._spec = spec
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
