@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,7 +117,10 @@ def _fix_stub_def(line: str) -> str:
         return line
     params, depth, current = [], 0, ""
     for char in line[start + 1 : end]:
-        depth += char in "[(" and 1 or (char in "])" and -1 or 0)
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
         if char == "," and depth == 0:
             params.append(current)
             current = ""

@@ -19,7 +19,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LABELS = "imagenet_labels.txt"
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     """A serialized model format Triton can serve."""
 
     TORCHSCRIPT = "torchscript"

@@ -7,7 +7,7 @@ import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -228,7 +228,7 @@ class Exporter:
             "num_classes": self.spec.num_classes,
             "input": {"name": self.spec.input_name, "shape": list(self.spec.input_shape)},
             "output": {"name": self.spec.output_name, "shape": [self.spec.num_classes]},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "weights": self.weights.describe(),
             "export": details,
             "validation": validation,
