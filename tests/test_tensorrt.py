@@ -1,14 +1,14 @@
 """TensorRT FP16: builds, validates and reloads a plan. Runs only where TensorRT and a GPU exist."""
 
-import importlib.util
-
 import pytest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt, pytest.mark.slow]
 
 
 def _skip_reason():
-    if importlib.util.find_spec("tensorrt") is None:
+    from resnext_triton.exporters.onnx2trt import tensorrt_available
+
+    if not tensorrt_available():
         return "TensorRT is not installed (build plans in NVIDIA's container: docker compose run --rm export)"
     import torch
 

@@ -43,16 +43,23 @@ class EngineInfo:
         return dict(self.__dict__)
 
 
+def tensorrt_available() -> bool:
+    """True when the real TensorRT Python module imports (not only its type stubs)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")
+
+
 def require_tensorrt() -> None:
     """Check that TensorRT imports and a CUDA GPU is visible.
 
     Raises:
         TensorRTUnavailable: naming the supported route when either is missing.
     """
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as exc:
-        raise TensorRTUnavailable(f"TensorRT is not installed on this host ({exc}); {ROUTE}") from exc
+    if not tensorrt_available():
+        raise TensorRTUnavailable(f"TensorRT is not installed on this host; {ROUTE}")
     import torch
 
     if not torch.cuda.is_available():

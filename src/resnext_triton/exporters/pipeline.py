@@ -110,13 +110,14 @@ def load_photos(paths: tuple[Path, ...], spec: ModelSpec) -> np.ndarray:
     Raises:
         ExportError: if a photo cannot be read.
     """
-    from resnext_triton.client.preprocess import PreprocessError, preprocess_path
+    from resnext_triton.client.errors import InputError
+    from resnext_triton.client.preprocess import preprocess_path
 
     arrays = []
     for path in paths:
         try:
             arrays.append(preprocess_path(path, spec.preprocessing))
-        except (PreprocessError, OSError) as exc:
+        except (InputError, OSError) as exc:
             raise ExportError(f"validation photo {path}: {exc}") from exc
     if not arrays:
         return np.zeros((0, *spec.input_shape), dtype=np.float32)
@@ -146,7 +147,7 @@ class Exporter:
                 result.artifact = version_dir / fmt.filename
                 write_configs(self.request.out, self.spec, fmt, self.request.options)
             except (ExportError, ValueError, OSError, RuntimeError) as exc:
-                result.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                result.error = " ".join(str(exc).split()) or type(exc).__name__
                 log.error("%s export failed: %s", fmt.value, exc)
             result.seconds = time.perf_counter() - start
             results.append(result)
