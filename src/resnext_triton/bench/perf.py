@@ -1,0 +1,372 @@
+"""Run NVIDIA's perf_analyzer against a Triton server and read back its CSV reports.
+
+Every run is one model, one protocol, one batch size and one concurrency, measured in
+``count_windows`` mode (each window holds at least ``request_count`` requests) until three
+consecutive windows agree within ``stability_percentage``. Its raw CSV (``-f``, with
+``--verbose-csv``) and its console output are kept beside each other; :class:`PerfPoint` is the
+row the reports are built from. Latencies are reported by perf_analyzer in microseconds and kept
+here in milliseconds; ``throughput`` is perf_analyzer's "Inferences/Second", which counts images
+(a batch-8 request is 8 inferences).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("grpc", "http")
+UNSTABLE_MARKERS = ("Failed to obtain stable measurement", "unable to stabilize")
+# With -v, perf_analyzer prints each measurement window: "Pass [3] throughput: 7.9 infer/sec. p95 latency: 51234 usec"
+_PASS = re.compile(r"Pass \[(\d+)\] throughput: ([0-9.eE+-]+) infer/sec\. (?:(p\d+|Avg) latency): ([0-9.eE+-]+) usec")
+
+
+class PerfAnalyzerError(RuntimeError):
+    """perf_analyzer is missing, cannot start, or produced no report."""
+
+
+def find_perf_analyzer() -> Path:
+    """The perf_analyzer binary: beside the running interpreter (the project's venv), else on PATH.
+
+    Raises:
+        PerfAnalyzerError: if there is none (``python3 scripts/bootstrap.py`` installs it).
+    """
+    beside = Path(sys.executable).parent / "perf_analyzer"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("perf_analyzer")
+    if found:
+        return Path(found)
+    raise PerfAnalyzerError(
+        "perf_analyzer not found beside the interpreter or on PATH; run `python3 scripts/bootstrap.py` "
+        "(it installs the binary from the tritonclient 2.51.0 wheel into .venv/bin)"
+    )
+
+
+def cuda_runtime_lib_dir() -> Path | None:
+    """The lib directory of the nvidia-cuda-runtime-cu12 wheel (libcudart.so.12), if installed."""
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    except ModuleNotFoundError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    return lib if lib.is_dir() else None
+
+
+def perf_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment perf_analyzer needs: LD_LIBRARY_PATH with the CUDA runtime wheel's lib dir."""
+    env = dict(os.environ if base is None else base)
+    lib = cuda_runtime_lib_dir()
+    if lib is not None:
+        parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+        if str(lib) not in parts:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join([str(lib), *parts])
+    return env
+
+
+def perf_analyzer_version(binary: Path | None = None) -> str:
+    """perf_analyzer's ``--version`` line, or ``"unknown"``."""
+    try:
+        out = subprocess.run(
+            [str(binary or find_perf_analyzer()), "--version"],
+            env=perf_env(), capture_output=True, text=True, timeout=30, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired, PerfAnalyzerError):
+        return "unknown"
+    text = (out.stdout + out.stderr).strip()
+    return text.splitlines()[-1].strip() if text else "unknown"
+
+
+def write_input_data(batch: np.ndarray, input_name: str, path: Path) -> Path:
+    """Write real input tensors as perf_analyzer ``--input-data`` JSON (one batch-1 entry per image).
+
+    Args:
+        batch: float32 array (N, C, H, W) of preprocessed images.
+        input_name: the model's input tensor name.
+        path: the JSON file to write.
+    """
+    if batch.ndim != 4 or batch.dtype != np.float32:
+        raise ValueError(f"expected float32 (N, C, H, W), got {batch.dtype} {batch.shape}")
+    entries = []
+    for image in batch:
+        raw = np.ascontiguousarray(image, dtype="<f4").tobytes()
+        entries.append({input_name: {"content": {"b64": base64.b64encode(raw).decode("ascii")},
+                                     "shape": list(image.shape)}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": entries}), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How perf_analyzer decides that a measurement is done.
+
+    Attributes:
+        window_images: images each count window must hold at least; the request count per
+            window is ``ceil(window_images / batch)`` (at least ``min_requests``), so windows last
+            about as long at every batch size.
+        min_requests: the smallest ``--measurement-request-count``.
+        stability_percentage: ``--stability-percentage``: the last three windows must agree within it.
+        max_trials: ``--max-trials``: windows tried before perf_analyzer gives up on stability.
+        percentile: ``--percentile``: the latency percentile used for the stability check.
+        timeout_s: wall-clock limit of one perf_analyzer process.
+    """
+
+    window_images: int = 32
+    min_requests: int = 2
+    stability_percentage: float = 10.0
+    max_trials: int = 10
+    percentile: int = 95
+    timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.window_images < 1 or self.min_requests < 1 or self.max_trials < 3:
+            raise ValueError("window_images and min_requests must be >= 1, max_trials >= 3")
+        if not 0 < self.stability_percentage <= 100:
+            raise ValueError(f"stability_percentage must be in (0, 100], got {self.stability_percentage}")
+        if not 1 <= self.percentile <= 99:
+            raise ValueError(f"percentile must be in 1..99, got {self.percentile}")
+
+    def request_count(self, batch: int) -> int:
+        """``--measurement-request-count`` for a batch size."""
+        return max(self.min_requests, math.ceil(self.window_images / batch))
+
+
+@dataclass(frozen=True)
+class PerfRun:
+    """One perf_analyzer invocation: a model at one batch size and concurrency over one protocol."""
+
+    model: str
+    protocol: str
+    url: str
+    batch: int
+    concurrency: int
+    config: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.batch < 1 or self.concurrency < 1:
+            raise ValueError("batch and concurrency must be >= 1")
+
+    @property
+    def stem(self) -> str:
+        """File name stem of this run's CSV and log."""
+        config = "" if self.config == "default" else f"{self.config}_"
+        return f"{config}{self.model}_{self.protocol}_b{self.batch}_c{self.concurrency}"
+
+
+@dataclass
+class PerfPoint:
+    """perf_analyzer's result for one :class:`PerfRun` (latencies in ms, throughput in images/s)."""
+
+    model: str
+    protocol: str
+    batch: int
+    concurrency: int
+    config: str
+    throughput: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    avg_ms: float | None = None
+    server_queue_ms: float | None = None
+    server_infer_ms: float | None = None
+    stable: bool = True
+    seconds: float = 0.0
+    csv: str | None = None
+    log: str | None = None
+    command: list[str] = field(default_factory=list)
+    error: str | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when a throughput and a p95 latency were measured (stable or not)."""
+        return self.error is None and self.throughput is not None and self.p95_ms is not None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def build_command(
+    binary: Path, run: PerfRun, settings: MeasureSettings, csv_path: Path, input_data: Path | None
+) -> list[str]:
+    """The perf_analyzer command line for one run."""
+    cmd = [
+        str(binary), "-m", run.model, "-u", run.url, "-i", run.protocol, "-b", str(run.batch),
+        "--concurrency-range", f"{run.concurrency}:{run.concurrency}",
+        "--measurement-mode", "count_windows",
+        "--measurement-request-count", str(settings.request_count(run.batch)),
+        "--stability-percentage", f"{settings.stability_percentage:g}",
+        "--max-trials", str(settings.max_trials),
+        "--percentile", str(settings.percentile),
+        "-f", str(csv_path), "--verbose-csv", "-v",
+    ]
+    if input_data is not None:
+        cmd += ["--input-data", str(input_data)]
+    return cmd
+
+
+def parse_csv(path: Path) -> dict[str, float]:
+    """The first data row of a perf_analyzer CSV report, as floats keyed by column name.
+
+    Raises:
+        PerfAnalyzerError: if the file has no data row.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header = next((r for r in rows if r and r[0].strip() == "Concurrency"), None)
+    if header is None:
+        raise PerfAnalyzerError(f"{path}: no 'Concurrency' header row")
+    start = rows.index(header) + 1
+    data = next((r for r in rows[start:] if r and r[0].strip()), None)
+    if data is None:
+        raise PerfAnalyzerError(f"{path}: no data row")
+    values: dict[str, float] = {}
+    for name, text in zip(header, data, strict=False):
+        try:
+            values[name.strip()] = float(text)
+        except ValueError:
+            continue
+    return values
+
+
+def _ms(values: dict[str, float], column: str) -> float | None:
+    return values[column] / 1000.0 if column in values else None
+
+
+def point_from_csv(run: PerfRun, path: Path) -> PerfPoint:
+    """Build a :class:`PerfPoint` from a perf_analyzer CSV report.
+
+    Raises:
+        PerfAnalyzerError: if the report lacks the throughput column.
+    """
+    values = parse_csv(path)
+    if "Inferences/Second" not in values:
+        raise PerfAnalyzerError(f"{path}: no 'Inferences/Second' column")
+    return PerfPoint(
+        model=run.model, protocol=run.protocol, batch=run.batch, concurrency=run.concurrency, config=run.config,
+        throughput=values["Inferences/Second"],
+        p50_ms=_ms(values, "p50 latency"), p90_ms=_ms(values, "p90 latency"),
+        p95_ms=_ms(values, "p95 latency"), p99_ms=_ms(values, "p99 latency"), avg_ms=_ms(values, "Avg latency"),
+        server_queue_ms=_ms(values, "Server Queue"), server_infer_ms=_ms(values, "Server Compute Infer"),
+        csv=str(path),
+    )
+
+
+def parse_passes(output: str) -> list[tuple[float, str, float]]:
+    """(throughput, latency statistic, latency in ms) of each window perf_analyzer printed with ``-v``.
+
+    The statistic is the one it stabilizes on: ``p95`` with ``--percentile 95``, else ``Avg``.
+    """
+    return [(float(m.group(2)), m.group(3), float(m.group(4)) / 1000.0) for m in _PASS.finditer(output)]
+
+
+_LATENCY_FIELDS = {"p50": "p50_ms", "p90": "p90_ms", "p95": "p95_ms", "p99": "p99_ms", "Avg": "avg_ms"}
+
+
+def point_from_passes(run: PerfRun, output: str) -> PerfPoint | None:
+    """An unstable point from the last three windows perf_analyzer measured (their median), or None.
+
+    perf_analyzer writes no CSV when the windows never agree within the stability percentage; the
+    windows it did measure are still real measurements, of which only the throughput and the
+    stabilizing latency statistic (p95 with ``--percentile 95``) are printed.
+    """
+    passes = parse_passes(output)[-3:]
+    if not passes:
+        return None
+    throughputs = sorted(t for t, _, _ in passes)
+    latencies = sorted(lat for _, _, lat in passes)
+    spread = throughputs[-1] / throughputs[0] - 1.0 if throughputs[0] > 0 else float("inf")
+    point = PerfPoint(model=run.model, protocol=run.protocol, batch=run.batch, concurrency=run.concurrency,
+                      config=run.config, throughput=throughputs[len(passes) // 2], stable=False,
+                      note=f"unstable: median of the last {len(passes)} windows (throughput spread {spread:.0%})")
+    field_name = _LATENCY_FIELDS.get(passes[-1][1])
+    if field_name:
+        setattr(point, field_name, latencies[len(passes) // 2])
+    return point
+
+
+def run_perf(
+    run: PerfRun,
+    settings: MeasureSettings,
+    out_dir: Path,
+    *,
+    input_data: Path | None = None,
+    binary: Path | None = None,
+) -> PerfPoint:
+    """Run perf_analyzer once; its CSV and console log go to ``out_dir/<stem>.csv|.log``.
+
+    A run that ends without a report gives a point with ``error`` set rather than raising, so one
+    failed setting does not lose a sweep; an unstable measurement that still wrote its CSV is kept
+    with ``stable=False``.
+
+    Raises:
+        PerfAnalyzerError: if the binary is missing.
+    """
+    binary = binary or find_perf_analyzer()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / f"{run.stem}.csv"
+    log_path = out_dir / f"{run.stem}.log"
+    cmd = build_command(binary, run, settings, csv_path, input_data)
+    log.debug("running %s", " ".join(cmd))
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=perf_env(), capture_output=True, text=True,
+                              timeout=settings.timeout_s, check=False)
+        output, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        output = _text(exc.stdout) + _text(exc.stderr) + f"\n[timed out after {settings.timeout_s:g} s]\n"
+        rc = -1
+    seconds = time.perf_counter() - start
+    log_path.write_text(" ".join(cmd) + "\n\n" + output, encoding="utf-8")
+    stable = rc == 0 and not any(marker in output for marker in UNSTABLE_MARKERS)
+    point: PerfPoint | None
+    try:
+        point = point_from_csv(run, csv_path)
+        point.stable = stable
+    except (OSError, PerfAnalyzerError) as exc:
+        point = None if stable else point_from_passes(run, output)
+        if point is None:
+            tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
+            point = PerfPoint(model=run.model, protocol=run.protocol, batch=run.batch, concurrency=run.concurrency,
+                              config=run.config, stable=False, error=f"exit {rc}: {tail or exc}")
+    point.seconds = seconds
+    point.log = str(log_path)
+    point.command = cmd
+    return point
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def best_point(points: Sequence[PerfPoint], *, p95_budget_ms: float | None = None) -> PerfPoint | None:
+    """The measured point with the highest throughput (within the p95 budget, when given)."""
+    ok = [p for p in points if p.ok]
+    if p95_budget_ms is not None:
+        ok = [p for p in ok if p.p95_ms is not None and p.p95_ms <= p95_budget_ms]
+    return max(ok, key=lambda p: p.throughput or 0.0, default=None)
