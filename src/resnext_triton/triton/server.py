@@ -9,8 +9,9 @@ that can run on a CPU.
 
 Everything the server needs lives in a *state directory* (default ``<project>/.triton/``): the
 backend directory, ``server.json`` (pid, ports, models), ``triton.log`` and the token that guards
-the model-repository API (``repository-api-token``; send it as the ``admin-token`` header to load or
-unload models). Servers bind to 127.0.0.1 unless told otherwise.
+the model-repository, trace and logging APIs (``repository-api-token``; to load or unload models send
+it as the HTTP header ``admin-token``, or as the gRPC metadata ``triton-grpc-protocol-admin-token``).
+Servers bind to 127.0.0.1 unless told otherwise.
 
 Library use (tests use it too)::
 
@@ -69,6 +70,8 @@ LOCK_FILE = ".lock"
 BACKENDS_DIR = "backends"
 STANDIN_BACKENDS = ("onnxruntime", "pytorch")
 ADMIN_HEADER = "admin-token"
+# Triton expects a restricted gRPC protocol's key with this prefix in the call's metadata.
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 # Admin APIs that need the token: load/unload models, and change the server's tracing and logging.
 RESTRICTED_APIS = ("model-repository", "trace", "logging")
 
@@ -885,8 +888,13 @@ class LocalTriton:
 
     @property
     def admin_headers(self) -> dict[str, str]:
-        """The header that unlocks the model-repository API."""
+        """The HTTP header that unlocks the model-repository, trace and logging APIs."""
         return {ADMIN_HEADER: repository_token(Path(self.state.state_dir))}
+
+    @property
+    def grpc_admin_headers(self) -> dict[str, str]:
+        """The gRPC metadata that unlocks the model-repository, trace and logging protocols."""
+        return {GRPC_ADMIN_HEADER: repository_token(Path(self.state.state_dir))}
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log."""
@@ -971,7 +979,9 @@ def _print_endpoints(state: ServerState, states: dict[str, str]) -> None:
     print(f"  repo     {state.repo} (configs/{MODEL_CONFIG_NAME}.pbtxt)")
     print(f"  log      {state.log_file}")
     token_file = Path(state.state_dir) / TOKEN_FILE
-    print(f"  admin    load/unload needs header '{ADMIN_HEADER}: <contents of {token_file}>'")
+    print(
+        f"  admin    load/unload: HTTP header '{ADMIN_HEADER}' (gRPC '{GRPC_ADMIN_HEADER}') = contents of {token_file}"
+    )
 
 
 def _cmd_start(args: argparse.Namespace) -> int:

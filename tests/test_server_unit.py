@@ -1,0 +1,217 @@
+"""The local Triton launcher without starting Triton: installation, command line, ports, state, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.triton import server as srv
+from resnext_triton.triton.config import ServingOptions
+from resnext_triton.triton.repository import write_configs
+
+
+def fake_repo(root: Path, formats=(Format.TORCHSCRIPT, Format.ONNX, Format.TENSORRT), *, versions=True) -> Path:
+    """A repository with real configs and empty version directories (enough for everything before launch)."""
+    spec = ModelSpec()
+    for fmt in formats:
+        model_dir = write_configs(root, spec, fmt, ServingOptions())
+        if versions:
+            (model_dir / "1").mkdir()
+    return root
+
+
+@pytest.fixture
+def listener():
+    """A socket listening on a loopback port (the port is busy while the test runs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_finds_the_wheel_installation_and_its_stub():
+    install = srv.find_installation()
+    assert install.binary.name == "tritonserver" and os.access(install.binary, os.X_OK)
+    assert (install.python_backend / "libtriton_python.so").is_file()
+    assert install.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    env = srv.server_env(install, {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/x"})
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert env["LD_LIBRARY_PATH"].split(":") == [str(install.lib_dir), "/opt/x"]
+    srv.check_dependencies(install, srv.server_env(install))  # libpython is installed here
+
+
+def test_missing_libpython_is_a_clear_dependency_error(monkeypatch):
+    install = srv.find_installation()
+    monkeypatch.setattr(srv, "missing_libraries", lambda binary, env: ["libpython3.11.so.1.0"])
+    with pytest.raises(srv.DependencyError, match=r"libpython3\.11\.so\.1\.0.*apt-get install libpython"):
+        srv.check_dependencies(install, {})
+
+
+def test_missing_wheel_is_a_clear_dependency_error(monkeypatch):
+    monkeypatch.setattr(srv.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(srv.DependencyError, match="nvidia-pytriton"):
+        srv.find_installation()
+
+
+def test_backend_directory_holds_python_backend_stub_and_standins(tmp_path):
+    install = srv.find_installation()
+    backends = srv.prepare_backends(tmp_path, install)
+    assert (backends / "python" / "libtriton_python.so").is_file()
+    assert (backends / "python" / "triton_python_backend_utils.py").is_file()
+    stub = backends / "python" / "triton_python_backend_stub"
+    assert os.access(stub, os.X_OK) and stub.stat().st_size == install.stub.stat().st_size
+    for name in ("onnxruntime", "pytorch"):
+        assert "class TritonPythonModel" in (backends / name / "model.py").read_text()
+    assert srv.prepare_backends(tmp_path, install) == backends  # idempotent
+
+
+def test_command_line_binds_loopback_restricts_admin_apis_and_loads_cpu_models(tmp_path):
+    install = srv.find_installation()
+    config = srv.ServerConfig(repo=tmp_path, state_dir=tmp_path, http_port=9000, grpc_port=9001, metrics_port=9002)
+    cmd = srv.build_command(config, install, tmp_path / "b", ["m_onnx", "m_ts"], "tok")
+    assert cmd[0] == str(install.binary)
+    for flag in (
+        "--model-config-name=cpu",
+        "--model-control-mode=explicit",
+        "--load-model=m_onnx",
+        "--load-model=m_ts",
+        f"--backend-directory={tmp_path / 'b'}",
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        "--metrics-address=127.0.0.1",
+        "--http-port=9000",
+        "--grpc-port=9001",
+        "--metrics-port=9002",
+        "--http-restricted-api=model-repository,trace,logging:admin-token=tok",
+        "--grpc-restricted-protocol=model-repository,trace,logging:admin-token=tok",
+        "--strict-readiness=true",
+    ):
+        assert flag in cmd
+    # every flag exists in this tritonserver (its --help lists them)
+    help_text = subprocess.run(
+        [str(install.binary), "--help"], env=srv.server_env(install), capture_output=True, text=True, check=False
+    )
+    for flag in cmd[1:]:
+        assert flag.split("=")[0] in help_text.stdout + help_text.stderr, flag
+
+
+def test_config_validation_and_free_ports():
+    with pytest.raises(ValueError, match="must differ"):
+        srv.ServerConfig(http_port=8000, grpc_port=8000)
+    with pytest.raises(ValueError, match=r"0\.\.65535"):
+        srv.ServerConfig(http_port=70000)
+    config = srv.ServerConfig(http_port=0, grpc_port=0, metrics_port=0).with_free_ports()
+    ports = {config.http_port, config.grpc_port, config.metrics_port}
+    assert len(ports) == 3 and 0 not in ports
+
+
+def test_busy_port_fails_before_launch(tmp_path, listener):
+    config = srv.ServerConfig(
+        repo=fake_repo(tmp_path / "repo"), state_dir=tmp_path / "state", http_port=listener, grpc_port=0, metrics_port=0
+    )
+    with pytest.raises(srv.PortInUseError, match=rf"port in use on 127\.0\.0\.1: HTTP port {listener} \(--http-port\)"):
+        srv.start(config)
+    assert not (tmp_path / "state" / srv.STATE_FILE).exists() and not (tmp_path / "state" / srv.LOG_FILE).exists()
+
+
+def test_repository_without_cpu_models_is_refused(tmp_path):
+    repo = fake_repo(tmp_path / "repo", formats=(Format.TENSORRT,))
+    with pytest.raises(srv.NoModelsError, match="TensorRT plan needs a GPU"):
+        srv.start(srv.ServerConfig(repo=repo, state_dir=tmp_path / "state"))
+    unexported = fake_repo(tmp_path / "repo2", formats=(Format.ONNX,), versions=False)
+    with pytest.raises(srv.NoModelsError, match="no exported version"):
+        srv.start(srv.ServerConfig(repo=unexported, state_dir=tmp_path / "state"))
+    with pytest.raises(srv.NoModelsError, match="does not exist"):
+        srv.start(srv.ServerConfig(repo=tmp_path / "nowhere", state_dir=tmp_path / "state"))
+
+
+def test_model_selection_skips_tensorrt_and_unknown_names(tmp_path, caplog):
+    repo = fake_repo(tmp_path / "repo")
+    config = srv.ServerConfig(repo=repo, state_dir=tmp_path)
+    with caplog.at_level("INFO", logger="resnext_triton.triton.server"):
+        load, skipped = srv._choose_models(config)
+    assert load == ["resnext101_32x4d_onnx", "resnext101_32x4d_torchscript"]
+    assert list(skipped) == ["resnext101_32x4d_tensorrt_fp16"]
+    assert "not loading resnext101_32x4d_tensorrt_fp16: TensorRT plan needs a GPU" in caplog.text
+    only = srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("resnext101_32x4d_onnx",))
+    assert srv._choose_models(only)[0] == ["resnext101_32x4d_onnx"]
+    with pytest.raises(srv.NoModelsError, match="nope: not in the repository"):
+        srv._choose_models(srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("nope",)))
+
+
+def test_log_of_a_failed_load_names_the_model(tmp_path):
+    log = tmp_path / "triton.log"
+    log.write_text(
+        'I1123 12:21:21 1 model_lifecycle.cc:472] "loading: m_onnx:1"\n'
+        "E1123 12:21:21 1 model_lifecycle.cc:642] \"failed to load 'm_onnx' version 1: Internal: "
+        'TritonModelException: m_onnx: cannot load /r/m_onnx/1/model.onnx: INVALID_PROTOBUF\\n\\nAt:\\n  x"\n'
+        "error: creating server: Invalid argument - load failed for model 'm_onnx'\n"
+    )
+    error = srv._failure_from_log(log, ["m_onnx", "m_ts"])
+    assert isinstance(error, srv.ModelLoadError)
+    assert error.failures == {
+        "m_onnx": "Internal: TritonModelException: m_onnx: cannot load /r/m_onnx/1/model.onnx: INVALID_PROTOBUF"
+    }
+    assert "model failed to load: m_onnx" in str(error) and "creating server" in error.log_tail
+    log.write_text("error: creating server: Internal - bad things\n")
+    other = srv._failure_from_log(log, ["m_onnx"])
+    assert type(other) is srv.ServerExitedError and "bad things" in str(other)
+
+
+def test_stale_state_is_removed_and_token_is_private(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = srv.ServerState(
+        pid=dead.pid, host="127.0.0.1", http_port=1, grpc_port=2, metrics_port=3, repo="r",
+        log_file=str(tmp_path / "log"), state_dir=str(tmp_path), started_at=0.0,
+    )  # fmt: skip
+    state.save()
+    assert srv.ServerState.load(tmp_path) == state
+    assert srv.running_state(tmp_path) is None
+    assert not (tmp_path / srv.STATE_FILE).exists()
+    token = srv.repository_token(tmp_path)
+    assert len(token) >= 24 and srv.repository_token(tmp_path) == token
+    assert (tmp_path / srv.TOKEN_FILE).stat().st_mode & 0o077 == 0
+
+
+def test_urls_for_wildcard_and_ipv6_binds():
+    base = dict(pid=1, http_port=8000, grpc_port=8001, metrics_port=8002, repo="", log_file="", state_dir="",
+                started_at=0.0)  # fmt: skip
+    assert srv.ServerState(host="0.0.0.0", **base).http_url == "http://127.0.0.1:8000"
+    assert srv.ServerState(host="::1", **base).grpc_url == "[::1]:8001"
+    assert srv.ServerState(host="127.0.0.1", **base).metrics_url == "http://127.0.0.1:8002/metrics"
+
+
+def test_cli_without_a_server(tmp_path, capsys):
+    assert srv.main(["--state-dir", str(tmp_path), "status"]) == srv.EXIT_NOT_RUNNING
+    assert "not running" in capsys.readouterr().out
+    assert srv.main(["--state-dir", str(tmp_path), "status", "--json"]) == srv.EXIT_NOT_RUNNING
+    assert json.loads(capsys.readouterr().out)["running"] is False
+    assert srv.main(["--state-dir", str(tmp_path), "stop"]) == 0
+    assert srv.main(["--state-dir", str(tmp_path), "logs"]) == 1
+    assert "never started" in capsys.readouterr().err
+    code = srv.main(["--state-dir", str(tmp_path), "start", "--model-repository", str(tmp_path / "none")])
+    assert code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_cli_busy_port_message(tmp_path, listener, capsys):
+    repo = fake_repo(tmp_path / "repo")
+    argv = ["--state-dir", str(tmp_path / "s"), "start", "--model-repository", str(repo)]
+    argv += ["--http-port", "0", "--grpc-port", str(listener), "--metrics-port", "0"]
+    assert srv.main(argv) == 1
+    assert f"gRPC port {listener} (--grpc-port)" in capsys.readouterr().err
+
+
+def test_parser_documents_defaults():
+    text = srv.build_parser().format_help()
+    assert "RESNEXT_TRITON_STATE_DIR" in text
+    start_help = srv.build_parser()._subparsers._group_actions[0].choices["start"].format_help()
+    for option in ("--model-repository", "--host", "--http-port", "--grpc-port", "--metrics-port", "--timeout"):
+        assert option in start_help
