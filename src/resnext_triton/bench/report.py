@@ -74,7 +74,7 @@ def served_table(points: Sequence[PerfPoint]) -> str:
     """perf_analyzer results: one row per model, protocol, config, batch and concurrency."""
     rows = []
     for p in sorted(points, key=lambda p: (p.config, p.model, p.protocol, p.batch, p.concurrency)):
-        status = "yes" if p.stable else ("no" if p.ok else f"error: {p.error}")
+        status = f"error: {p.error}" if not p.ok else ("yes" if p.stable else "no (median of last 3 windows)")
         rows.append([p.model, p.protocol, p.config, str(p.batch), str(p.concurrency), _f(p.throughput, 2),
                      _f(p.p50_ms), _f(p.p95_ms), _f(p.p99_ms), _f(p.server_queue_ms), _f(p.server_infer_ms), status])
     header = ["model", "protocol", "config", "batch", "concurrency", "img/s", "p50 ms", "p95 ms", "p99 ms",
