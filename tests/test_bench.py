@@ -92,7 +92,7 @@ def test_run_perf_with_a_fake_binary(tmp_path: Path) -> None:
     run = perf.PerfRun("resnext101_32x4d_onnx", "grpc", "127.0.0.1:9", batch=4, concurrency=2)
     point = perf.run_perf(run, settings, tmp_path / "raw", input_data=tmp_path / "in.json", binary=fake)
     args = (tmp_path / "args.txt").read_text().split()
-    for flag, value in (("--measurement-mode", "count_windows"), ("--measurement-request-count", "2"),
+    for flag, value in (("--measurement-mode", "count_windows"), ("--measurement-request-count", "4"),
                         ("--stability-percentage", "15"), ("--max-trials", "5"), ("--percentile", "95"),
                         ("-b", "4"), ("--concurrency-range", "2:2"), ("-i", "grpc"), ("-u", "127.0.0.1:9")):
         assert args[args.index(flag) + 1] == value, flag
@@ -107,6 +107,7 @@ def test_run_perf_with_a_fake_binary(tmp_path: Path) -> None:
 def test_measure_settings() -> None:
     s = perf.MeasureSettings(window_images=32, min_requests=4)
     assert [s.request_count(b) for b in (1, 4, 8, 64)] == [32, 8, 4, 4]
+    assert s.request_count(8, concurrency=4) == 8 and s.request_count(1, concurrency=4) == 32
     with pytest.raises(ValueError):
         perf.MeasureSettings(max_trials=2)
     with pytest.raises(ValueError):

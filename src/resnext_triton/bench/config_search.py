@@ -51,6 +51,7 @@ from resnext_triton.bench.sweep import (
     measure_settings,
     preprocess_photos,
     run_served,
+    settings_text,
 )
 from resnext_triton.spec import Format, ModelSpec
 
@@ -309,9 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine.machine_info(), "load_before": machine.LoadSnapshot.now().line(),
         "perf_analyzer": perf_analyzer_version(binary), "model": args.model, "protocol": args.protocol,
         "batch": args.batch_size, "concurrency": args.concurrency, "p95_budget_ms": args.p95_budget_ms,
-        "settings": f"count_windows, >= ceil({settings.window_images} / batch) requests (min "
-                    f"{settings.min_requests}) per window, stability {settings.stability_percentage:g}%, "
-                    f"max {settings.max_trials} windows",
+        "settings": settings_text(settings),
     }
     print(f"run {run_dir}\nload: {meta['load_before']}")
     input_data = write_input_data(preprocess_photos(photos, spec), spec.input_name, run_dir / "input_data.json")

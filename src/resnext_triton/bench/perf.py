@@ -121,8 +121,8 @@ class MeasureSettings:
 
     Attributes:
         window_images: images each count window must hold at least; the request count per
-            window is ``ceil(window_images / batch)`` (at least ``min_requests``), so windows last
-            about as long at every batch size.
+            window is ``ceil(window_images / batch)`` (at least ``min_requests`` and twice the
+            concurrency), so windows last about as long at every batch size.
         min_requests: the smallest ``--measurement-request-count``.
         stability_percentage: ``--stability-percentage``: the last three windows must agree within it.
         max_trials: ``--max-trials``: windows tried before perf_analyzer gives up on stability.
@@ -145,9 +145,13 @@ class MeasureSettings:
         if not 1 <= self.percentile <= 99:
             raise ValueError(f"percentile must be in 1..99, got {self.percentile}")
 
-    def request_count(self, batch: int) -> int:
-        """``--measurement-request-count`` for a batch size."""
-        return max(self.min_requests, math.ceil(self.window_images / batch))
+    def request_count(self, batch: int, concurrency: int = 1) -> int:
+        """``--measurement-request-count``: ``ceil(window_images / batch)``, at least ``min_requests``.
+
+        Also at least twice the concurrency: with ``c`` requests in flight, completions come in
+        groups of up to ``c``, and a window of only ``c`` requests measures mostly where its edges fall.
+        """
+        return max(self.min_requests, math.ceil(self.window_images / batch), 2 * concurrency)
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def build_command(
         str(binary), "-m", run.model, "-u", run.url, "-i", run.protocol, "-b", str(run.batch),
         "--concurrency-range", f"{run.concurrency}:{run.concurrency}",
         "--measurement-mode", "count_windows",
-        "--measurement-request-count", str(settings.request_count(run.batch)),
+        "--measurement-request-count", str(settings.request_count(run.batch, run.concurrency)),
         "--stability-percentage", f"{settings.stability_percentage:g}",
         "--max-trials", str(settings.max_trials),
         "--percentile", str(settings.percentile),

@@ -111,7 +111,8 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     """perf_analyzer measurement options."""
     group = parser.add_argument_group("perf_analyzer measurement (count_windows mode)")
     group.add_argument("--window-images", type=int, default=32,
-                       help="images per measurement window: --measurement-request-count is ceil(this / batch)")
+                       help="images per measurement window: --measurement-request-count is ceil(this / batch), "
+                       "at least twice the concurrency")
     group.add_argument("--min-requests", type=int, default=4, help="smallest --measurement-request-count")
     group.add_argument("--stability-percentage", type=float, default=10.0, help="perf_analyzer --stability-percentage")
     group.add_argument("--max-trials", type=int, default=6, help="perf_analyzer --max-trials (windows per point)")
@@ -561,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "run": run_dir.name, "command": command_line(argv), "machine": machine.machine_info(),
         "load_before": machine.LoadSnapshot.now().line(), "photos": [p.name for p in photos],
-        "perf_analyzer": perf_analyzer_version(binary), "settings": _settings_text(settings),
+        "perf_analyzer": perf_analyzer_version(binary), "settings": settings_text(settings),
     }
     print(f"run {run_dir}\nmachine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores\n"
           f"load: {meta['load_before']}")
@@ -595,8 +596,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed or base.skipped.get("classify", "").startswith("classify.py exit") else 0
 
 
-def _settings_text(s: MeasureSettings) -> str:
-    return (f"count_windows, >= ceil({s.window_images} / batch) requests (min {s.min_requests}) per window, "
+def settings_text(s: MeasureSettings) -> str:
+    """How perf_analyzer decided each point was measured, in words."""
+    return (f"count_windows, >= max(ceil({s.window_images} / batch), 2 x concurrency, {s.min_requests}) requests per "
+            "window, "
             f"stability {s.stability_percentage:g}% over 3 windows on p{s.percentile} and throughput, "
             f"max {s.max_trials} windows")
 
