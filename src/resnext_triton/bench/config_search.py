@@ -267,10 +267,13 @@ def write_outputs(run_dir: Path, meta: dict[str, Any], results: Sequence[Candida
     points = [p for r in results for p in r.points]
     m = meta["machine"]
     lines = [f"# config search {meta['run']}", "", f"Command: `{meta['command']}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} usable cores; load before: {meta['load_before']}; "
-             f"after: {meta['load_after']}", f"Model {meta['model']}, {meta['protocol']}, batch {meta['batch']} per "
-             f"request, concurrency {meta['concurrency']}, p95 budget {meta['p95_budget_ms']:g} ms",
-             f"perf_analyzer: {meta['settings']}", "", markdown_table(header, rows), ""]
+             f"- Machine: {m['cpu']}, {m['cores']} usable cores",
+             f"- Load before: {meta['load_before']}",
+             f"- Load during: {meta['load_during']}",
+             f"- Load after: {meta['load_after']}",
+             f"- Model {meta['model']}, {meta['protocol']}, batch {meta['batch']} per request, concurrency "
+             f"{meta['concurrency']}, p95 budget {meta['p95_budget_ms']:g} ms",
+             f"- perf_analyzer: {meta['settings']}", "", markdown_table(header, rows), ""]
     lines += [f"Best: **{best.candidate.label}**, {best.best.throughput:.2f} img/s at p95 {best.best.p95_ms:.1f} ms"
               if best and best.best else "Best: none within the budget", ""]
     if command:
@@ -320,8 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        results = search(args, fmt, scratch, run_dir, settings, input_data)
-    meta.update(load_after=machine.LoadSnapshot.now().line(), seconds=time.perf_counter() - started)
+        with machine.LoadMonitor() as monitor:
+            results = search(args, fmt, scratch, run_dir, settings, input_data)
+    meta.update(load_after=machine.LoadSnapshot.now().line(), seconds=time.perf_counter() - started,
+                load_during=monitor.summary(), load_samples=monitor.to_dict())
     best = winner(results)
     command = apply_command(best.candidate, fmt, args.repo) if best else None
     write_outputs(run_dir, meta, results, best, command, plot=not args.no_plot)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -61,42 +62,112 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _cpu_ticks() -> dict[int, tuple[int, str]]:
-    """CPU time (utime + stime, clock ticks) and command line of every process, from /proc."""
-    ticks: dict[int, tuple[int, str]] = {}
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """Parent pid, CPU time (utime + stime, clock ticks) and command line of every process, from /proc."""
+    found: dict[int, tuple[int, int, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text(encoding="utf-8", errors="replace")
             fields = stat[stat.rindex(")") + 2 :].split()
-            used = int(fields[11]) + int(fields[12])
+            ppid, used = int(fields[1]), int(fields[11]) + int(fields[12])
             args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except (OSError, ValueError, IndexError):
             continue
-        ticks[int(entry.name)] = (used, args or stat[stat.index("(") : stat.rindex(")") + 1])
-    return ticks
+        found[int(entry.name)] = (ppid, used, args or stat[stat.index("(") : stat.rindex(")") + 1])
+    return found
 
 
-def busy_processes(min_cpu: float = 20.0, *, interval_s: float = 1.0, exclude: set[int] | None = None) -> list[str]:
-    """Processes that used at least ``min_cpu`` % of one CPU over the next ``interval_s`` seconds.
+def _own_tree(procs: dict[int, tuple[int, int, str]]) -> set[int]:
+    """This process and all its descendants (the servers, perf_analyzer and clients it started)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [c for c in children.get(pid, []) if c not in tree]
+    return tree
 
-    Sampled from /proc (utime + stime before and after), busiest first; the calling process and
-    ``exclude`` are left out. Returns [] where /proc is not available.
+
+def foreign_cpu(interval_s: float = 1.0, min_cpu: float = 20.0) -> tuple[float, list[str]]:
+    """CPU used by processes outside this process tree over ``interval_s``: (total %, busy lines).
+
+    Sampled from /proc (utime + stime before and after); 100 % is one core. The lines name the
+    processes above ``min_cpu`` %, busiest first. (0.0, []) where /proc is not available.
     """
-    before = _cpu_ticks()
+    before = _processes()
     time.sleep(interval_s)
-    after = _cpu_ticks()
+    after = _processes()
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    skip = {os.getpid(), *(exclude or set())}
-    busy = []
-    for pid, (used, args) in after.items():
-        if pid in skip or pid not in before:
+    mine = _own_tree(after) | _own_tree(before)
+    total, busy = 0.0, []
+    for pid, (_, used, args) in after.items():
+        if pid in mine or pid not in before:
             continue
-        cpu = 100.0 * (used - before[pid][0]) / hz / interval_s
+        cpu = 100.0 * (used - before[pid][1]) / hz / interval_s
+        total += cpu
         if cpu >= min_cpu:
             busy.append((cpu, f"pid {pid} {cpu:.0f}% {args[:100]}"))
-    return [line for _, line in sorted(busy, reverse=True)]
+    return total, [line for _, line in sorted(busy, reverse=True)]
+
+
+def busy_processes(min_cpu: float = 20.0, *, interval_s: float = 1.0) -> list[str]:
+    """Processes outside this process tree that used at least ``min_cpu`` % of a core over ``interval_s``."""
+    return foreign_cpu(interval_s, min_cpu)[1]
+
+
+class LoadMonitor:
+    """Samples, in a background thread, the CPU other processes take while a benchmark runs.
+
+    Every ``period_s`` it measures for one second the CPU used outside this process tree (100 % =
+    one core) and remembers the busiest such processes, so a report can say how quiet the machine was.
+    """
+
+    def __init__(self, period_s: float = 10.0) -> None:
+        self.period_s = period_s
+        self.samples: list[float] = []
+        self.loadavg: list[float] = []
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-load-monitor", daemon=True)
+
+    def __enter__(self) -> LoadMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total, busy = foreign_cpu()
+            self.samples.append(total)
+            self.loadavg.append(os.getloadavg()[0])
+            for line in busy:
+                name = line.split("% ", 1)[1][:80]
+                cpu = float(line.split()[2].rstrip("%"))
+                self.seen[name] = max(self.seen.get(name, 0.0), cpu)
+            self._stop.wait(self.period_s)
+
+    def summary(self) -> str:
+        """One line: mean and peak CPU taken by other processes, peak load average, who."""
+        if not self.samples:
+            return "not sampled"
+        mean = sum(self.samples) / len(self.samples)
+        who = "; ".join(f"{name} (up to {cpu:.0f}%)" for name, cpu in
+                        sorted(self.seen.items(), key=lambda kv: -kv[1])[:5]) or "none above 20%"
+        return (f"other processes used {mean:.0f}% CPU on average, {max(self.samples):.0f}% at peak "
+                f"(100% = one core; {len(self.samples)} samples); 1-min load average up to {max(self.loadavg):.2f}; "
+                f"busy others: {who}")
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {"samples_cpu_percent": self.samples, "loadavg_1min": self.loadavg, "busy_others": self.seen,
+                "summary": self.summary()}
 
 
 @dataclass(frozen=True)
@@ -108,10 +179,9 @@ class LoadSnapshot:
     busy: tuple[str, ...]
 
     @classmethod
-    def now(cls, *, exclude: set[int] | None = None) -> LoadSnapshot:
-        """Take a snapshot (processes above 20 % CPU, excluding ``exclude``)."""
-        return cls(at=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg=os.getloadavg(),
-                   busy=tuple(busy_processes(exclude=exclude)))
+    def now(cls) -> LoadSnapshot:
+        """Take a snapshot (other processes above 20 % of a core over one second)."""
+        return cls(at=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg=os.getloadavg(), busy=tuple(busy_processes()))
 
     def line(self) -> str:
         """One line for a report."""

@@ -444,13 +444,14 @@ def write_summary(path: Path, meta: dict[str, Any], points: Sequence[PerfPoint],
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} usable cores, {m['memory_gib']} GiB, {m['os']}",
-        f"Versions: {versions}; Triton {meta.get('triton_version') or '?'}; {meta.get('perf_analyzer', '?')}",
-        f"Load before: {meta['load_before']}",
-        f"Load after: {meta['load_after']}",
-        f"Photos: {', '.join(meta['photos'])}",
-        f"perf_analyzer: {meta['settings']}",
-        f"Wall time: {meta['seconds']:.0f} s",
+        f"- Machine: {m['cpu']}, {m['cores']} usable cores, {m['memory_gib']} GiB, {m['os']}",
+        f"- Versions: {versions}; Triton {meta.get('triton_version') or '?'}; {meta.get('perf_analyzer', '?')}",
+        f"- Load before: {meta['load_before']}",
+        f"- Load during: {meta.get('load_during', 'not sampled')}",
+        f"- Load after: {meta['load_after']}",
+        f"- Photos: {', '.join(meta['photos'])}",
+        f"- perf_analyzer: {meta['settings']}",
+        f"- Wall time: {meta['seconds']:.0f} s",
         "",
         "## Served (perf_analyzer; latencies per request, img/s counts images)",
         "",
@@ -566,24 +567,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(f"run {run_dir}\nmachine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores\n"
           f"load: {meta['load_before']}")
-    try:
-        if endpoints is not None:
-            points, base = _measure(args, endpoints, spec, photos, run_dir, settings)
-        else:
-            from resnext_triton.triton.server import ServerError
+    from resnext_triton.triton.server import ServerError
 
-            try:
+    monitor = machine.LoadMonitor()
+    try:
+        with monitor:
+            if endpoints is not None:
+                points, base = _measure(args, endpoints, spec, photos, run_dir, settings)
+            else:
                 with local_triton(args.repo, args.models, run_dir=run_dir, timeout_s=args.server_timeout) as endpoints:
                     print(f"local Triton {endpoints.version} at grpc {endpoints.urls['grpc']}, "
                           f"http {endpoints.urls['http']}")
                     points, base = _measure(args, endpoints, spec, photos, run_dir, settings)
-            except ServerError as exc:
-                print(f"error: {exc}\n{exc.log_tail}", file=sys.stderr)
-                return 1
+    except ServerError as exc:
+        print(f"error: {exc}\n{exc.log_tail}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta.update(triton_version=endpoints.version, load_after=machine.LoadSnapshot.now().line(),
+                load_during=monitor.summary(), load_samples=monitor.to_dict(),
                 seconds=time.perf_counter() - started, endpoints=endpoints.urls,
                 started_locally=endpoints.started_locally)
     ratios = compute_ratios(points, base, spec, args.baseline_batch)
