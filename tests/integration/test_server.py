@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,27 @@ def test_a_model_that_fails_to_load_is_a_clear_error(triton_server, tmp_path):
     assert "failed to load" in failed.value.log_tail
     assert srv.running_state(tmp_path / "state") is None
     assert not srv.status(tmp_path / "state").running
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_start_timeout_is_an_error_and_stops_the_server(triton_server, tmp_path):
+    state_dir = tmp_path / "state"
+    config = srv.ServerConfig(
+        repo=triton_server.repo, state_dir=state_dir, http_port=0, grpc_port=0, metrics_port=0, timeout_s=0.5,
+        models=(triton_server.models[Format.ONNX],),
+    )  # fmt: skip
+    with pytest.raises(srv.StartTimeoutError, match=r"not ready after 0 s \(raise --timeout"), srv.LocalTriton(config):
+        pytest.fail("a server that loads a 170 MB model cannot be ready within 0.5 s")
+    assert srv.running_state(state_dir) is None
+    assert _processes_mentioning(str(state_dir)) == []  # neither tritonserver nor its stubs

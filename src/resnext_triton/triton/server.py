@@ -1097,4 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this __main__ copy, so loggers carry the package's name.
+    from resnext_triton.triton.server import main as _main
+
+    sys.exit(_main())
