@@ -52,6 +52,7 @@ from resnext_triton.bench.sweep import (
     preprocess_photos,
     run_served,
     settings_text,
+    stop_on_sigterm,
 )
 from resnext_triton.spec import Format, ModelSpec
 
@@ -288,6 +289,7 @@ def write_outputs(run_dir: Path, meta: dict[str, Any], results: Sequence[Candida
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; 0 when a configuration met the budget, 1 when none did, 2 on bad arguments."""
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("resnext_triton").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     from resnext_triton.samples import sample_photos

@@ -1,8 +1,12 @@
 """Run NVIDIA's perf_analyzer against a Triton server and read back its CSV reports.
 
 Every run is one model, one protocol, one batch size and one concurrency, measured in
-``count_windows`` mode (each window holds at least ``request_count`` requests) until three
-consecutive windows agree within ``stability_percentage``. Its raw CSV (``-f``, with
+``count_windows`` mode until three consecutive windows agree within ``stability_percentage``
+(throughput and p95 latency); the reported figures are those of the last three windows. A count
+window lasts whole seconds (perf_analyzer starts at one second and lengthens it until it holds
+``--measurement-request-count`` requests), so its throughput moves in steps of one request:
+``batch / window_images`` relative to the whole (a sixth at batch 8 with 48 images per window),
+and the stability percentage must be larger than that step or the run never settles. Its raw CSV (``-f``, with
 ``--verbose-csv``) and its console output are kept beside each other; :class:`PerfPoint` is the
 row the reports are built from. Latencies are reported by perf_analyzer in microseconds and kept
 here in milliseconds; ``throughput`` is perf_analyzer's "Inferences/Second", which counts images
@@ -130,10 +134,10 @@ class MeasureSettings:
         timeout_s: wall-clock limit of one perf_analyzer process.
     """
 
-    window_images: int = 32
-    min_requests: int = 2
-    stability_percentage: float = 10.0
-    max_trials: int = 10
+    window_images: int = 48
+    min_requests: int = 4
+    stability_percentage: float = 20.0
+    max_trials: int = 6
     percentile: int = 95
     timeout_s: float = 900.0
 

@@ -22,9 +22,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,11 +112,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     """perf_analyzer measurement options."""
     group = parser.add_argument_group("perf_analyzer measurement (count_windows mode)")
-    group.add_argument("--window-images", type=int, default=32,
+    group.add_argument("--window-images", type=int, default=48,
                        help="images per measurement window: --measurement-request-count is ceil(this / batch), "
                        "at least twice the concurrency")
     group.add_argument("--min-requests", type=int, default=4, help="smallest --measurement-request-count")
-    group.add_argument("--stability-percentage", type=float, default=10.0, help="perf_analyzer --stability-percentage")
+    group.add_argument("--stability-percentage", type=float, default=20.0,
+                       help="perf_analyzer --stability-percentage: count windows last whole seconds, so one request "
+                       "more or less in a window moves its throughput by batch / window-images (17%% at batch 8)")
     group.add_argument("--max-trials", type=int, default=6, help="perf_analyzer --max-trials (windows per point)")
     group.add_argument("--perf-timeout", type=float, default=600.0, help="seconds allowed to one perf_analyzer run")
 
@@ -538,9 +542,16 @@ def _measure(args: argparse.Namespace, endpoints: Endpoints, spec: ModelSpec, ph
     return points, base
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that ``finally`` blocks stop the Triton a run started."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns 0 when every perf_analyzer point and baseline produced a number."""
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("resnext_triton").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     from resnext_triton.samples import sample_photos
