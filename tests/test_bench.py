@@ -309,6 +309,13 @@ def test_apply_command_and_winner(tmp_path: Path) -> None:
         cs.model_format("resnext101_32x4d_tensorrt_fp16", ModelSpec())
 
 
+def test_candidates_skip_delays_that_cannot_matter() -> None:
+    grid = cs.candidates([1, 2], [1, 8], [0, 5000])
+    assert [c.label for c in grid] == ["i1-mb1-d0", "i1-mb8-d0", "i1-mb8-d5000", "i2-mb1-d0", "i2-mb8-d0",
+                                       "i2-mb8-d5000"]
+    assert [c.label for c in cs.candidates([1], [1], [500])] == ["i1-mb1-d500"]
+
+
 def test_cli_help() -> None:
     for script in ("perf_sweep.py", "config_search.py"):
         proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True)

@@ -194,15 +194,25 @@ def apply_configs(candidate: Candidate, fmt: Format, repo: Path) -> list[str]:
     return cmd
 
 
+def candidates(instances: Sequence[int], max_batch_sizes: Sequence[int], delays: Sequence[int]) -> list[Candidate]:
+    """The grid, without the combinations that cannot differ: max batch size 1 with a queue delay.
+
+    A batch of one is full as soon as a request arrives, so the batcher never waits for a second.
+    """
+    grid = [Candidate(i, b, d) for i, b, d in itertools.product(instances, max_batch_sizes, delays)]
+    smallest_delay = min(delays) if delays else 0
+    return [c for c in grid if c.max_batch_size > 1 or c.queue_delay_us == smallest_delay]
+
+
 def search(args: argparse.Namespace, fmt: Format, scratch: Path, run_dir: Path, settings: MeasureSettings,
            input_data: Path) -> list[CandidateResult]:
     """Measure every candidate of the grid; each gets a fresh Triton."""
     from resnext_triton.triton.server import ServerError
 
     results = []
-    grid = list(itertools.product(args.instances, args.max_batch_sizes, args.queue_delays_us))
-    for n, (instances, max_batch, delay) in enumerate(grid, 1):
-        candidate = Candidate(instances, max_batch, delay)
+    grid = candidates(args.instances, args.max_batch_sizes, args.queue_delays_us)
+    for n, candidate in enumerate(grid, 1):
+        instances, max_batch, delay = candidate.instances, candidate.max_batch_size, candidate.queue_delay_us
         result = CandidateResult(candidate)
         results.append(result)
         print(f"[{n}/{len(grid)}] {candidate.label}: {instances} instance(s), max_batch_size {max_batch}, "
