@@ -138,6 +138,10 @@ def test_best_point_respects_the_budget() -> None:
     assert perf.best_point(points).concurrency == 4
     assert perf.best_point(points, p95_budget_ms=200).concurrency == 2
     assert perf.best_point(points, p95_budget_ms=50) is None
+    points.append(perf.PerfPoint("m", "grpc", 1, 3, "default", throughput=13.0, p95_ms=190.0, stable=False))
+    assert perf.best_point(points, p95_budget_ms=200).concurrency == 3
+    assert perf.best_point(points, p95_budget_ms=200, prefer_stable=True).concurrency == 2
+    assert perf.best_point(points[-1:], prefer_stable=True).concurrency == 3  # no stable point: take what there is
 
 
 def test_cuda_runtime_on_library_path() -> None:

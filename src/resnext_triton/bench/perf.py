@@ -372,9 +372,17 @@ def _text(data: bytes | str | None) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
 
-def best_point(points: Sequence[PerfPoint], *, p95_budget_ms: float | None = None) -> PerfPoint | None:
-    """The measured point with the highest throughput (within the p95 budget, when given)."""
+def best_point(
+    points: Sequence[PerfPoint], *, p95_budget_ms: float | None = None, prefer_stable: bool = False
+) -> PerfPoint | None:
+    """The measured point with the highest throughput (within the p95 budget, when given).
+
+    With ``prefer_stable``, points perf_analyzer could not stabilize count only when no stable
+    point qualifies (their throughput is a median of unsettled windows).
+    """
     ok = [p for p in points if p.ok]
     if p95_budget_ms is not None:
         ok = [p for p in ok if p.p95_ms is not None and p.p95_ms <= p95_budget_ms]
+    if prefer_stable and any(p.stable for p in ok):
+        ok = [p for p in ok if p.stable]
     return max(ok, key=lambda p: p.throughput or 0.0, default=None)
