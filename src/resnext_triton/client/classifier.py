@@ -213,7 +213,7 @@ class TritonClassifier:
         while True:
             try:
                 if not self._transport.server_live():
-                    raise ServerUnavailable(f"Triton at {self.url} ({self.protocol}) is not live")
+                    raise ServerUnavailable("the server is not live")
                 model = self._resolve_model()
                 if model is not None:
                     self._info = self._inspect(model)

@@ -172,7 +172,7 @@ class GrpcTransport(Transport):
             return getattr(self._client, name)(*args, client_timeout=self.timeout_s, **kwargs)
         except InferenceServerException as exc:
             if str(exc.status()) in _GRPC_UNREACHABLE:
-                raise ServerUnavailable(f"cannot reach Triton at {self.url} (gRPC): {exc.message()}") from exc
+                raise ServerUnavailable(_grpc_reason(exc)) from exc
             raise ClientError(str(exc.message())) from exc
 
     def server_live(self) -> bool:  # noqa: D102
@@ -223,14 +223,12 @@ class _GrpcSession(InferSession):
             )
         except InferenceServerException as exc:
             if str(exc.status()) == "StatusCode.UNAVAILABLE":
-                raise ServerUnavailable(f"lost Triton at {self._t.url} (gRPC): {exc.message()}") from exc
+                raise ServerUnavailable(f"lost Triton at {self._t.url} (gRPC): {_grpc_reason(exc)}") from exc
             raise _infer_error(exc) from exc
         return _output(result, request.output_name)
 
 
 # --------------------------------------------------------------------------------------------- HTTP
-
-_HTTP_UNREACHABLE: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, socket.gaierror)
 
 
 class HttpTransport(Transport):
@@ -260,10 +258,8 @@ class HttpTransport(Transport):
             return getattr(self._client, name)(*args, **kwargs)
         except InferenceServerException as exc:
             raise ClientError(str(exc.message())) from exc
-        except _HTTP_UNREACHABLE as exc:
-            raise ServerUnavailable(f"cannot reach Triton at {self.url} (HTTP): {_describe(exc)}") from exc
-        except OSError as exc:
-            raise ServerUnavailable(f"cannot reach Triton at {self.url} (HTTP): {_describe(exc)}") from exc
+        except OSError as exc:  # refused, reset, timed out, unknown host
+            raise ServerUnavailable(_describe(exc)) from exc
 
     def server_live(self) -> bool:  # noqa: D102
         return bool(self._call("is_server_live"))
@@ -323,12 +319,23 @@ class _HttpSession(InferSession):
         return _output(result, request.output_name)
 
 
+def _grpc_reason(exc: Any) -> str:
+    message = str(exc.message())
+    if "connection refused" in message.lower():
+        return "connection refused"
+    if str(exc.status()) == "StatusCode.DEADLINE_EXCEEDED":
+        return "timed out"
+    return message
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({text})"
     return text
 
 
