@@ -37,6 +37,8 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = D
     batch = torch.export.Dim("batch", min=1, max=1024)
     path.parent.mkdir(parents=True, exist_ok=True)
     chatter = io.StringIO()
+    # The exporter warns about every torchvision op it cannot register; the model uses none.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
