@@ -164,6 +164,8 @@ class TritonClassifier:
             protocol, self.url, timeout_s=timeout_s, request_timeout_s=request_timeout_s
         )
         self._info: ModelInfo | None = None
+        self.model_selection = "as requested" if model else "not yet picked"
+        """How the model was chosen: as requested, from the repository index, or by probing names."""
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -240,24 +242,43 @@ class TritonClassifier:
         Raises:
             ModelNotReady: if no usable model is there.
         """
+        index = self._transport.repository_index() if self.requested_model is None else None
         if self.requested_model is None:
-            index = self._transport.repository_index()
-            picked = _pick_model(index, self.spec)
+            picked = _pick_model(index, self.spec) if index is not None else self._probe_preferred()
+            self.model_selection = (
+                "picked from the repository index"
+                if index is not None
+                else "picked by probing readiness: the index is restricted"
+            )
             if picked is None:
-                raise ModelNotReady(f"no ready ResNeXt model on Triton at {self.url}; {_describe_index(index)}")
+                raise ModelNotReady(f"no ready ResNeXt model on Triton at {self.url}; {self._describe_models(index)}")
             return picked
         name = self.requested_model
         if self._transport.model_ready(name):
             return name
         index = self._transport.repository_index()
-        states = {str(e.get("state")) for e in index if e.get("name") == name}
+        states = {str(e.get("state")) for e in index or [] if e.get("name") == name}
         if "LOADING" in states:
             return None
-        if not states:
-            raise ModelNotReady(
-                f"model {name!r} is not in the repository of Triton at {self.url}; {_describe_index(index)}"
-            )
-        raise ModelNotReady(f"model {name!r} is not ready on Triton at {self.url}; {_describe_index(index)}")
+        where = "is not ready" if states or index is None else "is not in the repository"
+        raise ModelNotReady(f"model {name!r} {where} on Triton at {self.url}; {self._describe_models(index)}")
+
+    def _probe_preferred(self) -> str | None:
+        """The first ready model among the spec's names (when the repository index is restricted)."""
+        for fmt in MODEL_PREFERENCE:
+            name = self.spec.model_name(fmt)
+            if self._transport.model_ready(name):
+                return name
+        return None
+
+    def _describe_models(self, index: list[dict[str, Any]] | None) -> str:
+        if index is not None:
+            return _describe_index(index)
+        ready = [
+            self.spec.model_name(f) for f in MODEL_PREFERENCE if self._transport.model_ready(self.spec.model_name(f))
+        ]
+        listed = ", ".join(ready) if ready else "none"
+        return f"the repository index is restricted on this server; ready ResNeXt models: {listed}"
 
     def _inspect(self, model: str) -> ModelInfo:
         try:

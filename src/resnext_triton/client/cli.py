@@ -196,11 +196,11 @@ def format_json(result: ClassificationResult) -> str:
     return json.dumps(result.to_dict(), ensure_ascii=False)
 
 
-def _describe_model(info: ModelInfo, clf: TritonClassifier, picked: bool) -> str:
-    how = "picked from the repository index" if picked else "as requested"
+def _describe_model(info: ModelInfo, clf: TritonClassifier) -> str:
+    shape = "x".join(map(str, info.input_shape))
     return (
-        f"model {info.name} ({how}) at {clf.url} over {clf.protocol}: {info.input_name} {info.datatype} "
-        f"{info.layout} {'x'.join(map(str, info.input_shape))}, max_batch_size {info.max_batch_size}"
+        f"model {info.name} ({clf.model_selection}) at {clf.url} over {clf.protocol}: "
+        f"{info.input_name} {info.datatype} {info.layout} {shape}, max_batch_size {info.max_batch_size}"
     )
 
 
@@ -221,7 +221,7 @@ def _run(args: argparse.Namespace, sources: list[Source], out: TextIO, err: Text
     ) as clf:
         info = clf.wait_until_ready()
         if not args.quiet:
-            print(_describe_model(info, clf, picked=args.model is None), file=err)
+            print(_describe_model(info, clf), file=err)
         batch_size = clf.resolve_batch_size(args.batch_size)
         results = clf.classify_iter(
             sources,

@@ -50,6 +50,10 @@ def normalize_url(url: str, protocol: str) -> str:
     return url
 
 
+class Restricted(ClientError):
+    """The server refuses an API without an admin token (e.g. the model-repository API)."""
+
+
 @dataclass(frozen=True)
 class InferRequest:
     """One batch for one model: input name, datatype, data; output name and optional class_count."""
@@ -97,8 +101,10 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    def repository_index(self) -> list[dict[str, Any]]:
+    def repository_index(self) -> list[dict[str, Any]] | None:
         """The repository index: one dict per model version with name, version, state, reason.
+
+        None when the server restricts the model-repository API (it needs an admin token).
 
         Raises:
             ServerUnavailable: if the server cannot be reached.
@@ -171,6 +177,8 @@ class GrpcTransport(Transport):
         try:
             return getattr(self._client, name)(*args, client_timeout=self.timeout_s, **kwargs)
         except InferenceServerException as exc:
+            if "restricted" in str(exc.message()).lower():  # Triton answers UNAVAILABLE for these
+                raise Restricted(str(exc.message())) from exc
             if str(exc.status()) in _GRPC_UNREACHABLE:
                 raise ServerUnavailable(_grpc_reason(exc)) from exc
             raise ClientError(str(exc.message())) from exc
@@ -184,8 +192,11 @@ class GrpcTransport(Transport):
     def model_ready(self, model: str) -> bool:  # noqa: D102
         return bool(self._call("is_model_ready", model))
 
-    def repository_index(self) -> list[dict[str, Any]]:  # noqa: D102
-        return list(self._call("get_model_repository_index", as_json=True).get("models", []))
+    def repository_index(self) -> list[dict[str, Any]] | None:  # noqa: D102
+        try:
+            return list(self._call("get_model_repository_index", as_json=True).get("models", []))
+        except Restricted:
+            return None
 
     def model_metadata(self, model: str) -> dict[str, Any]:  # noqa: D102
         meta = dict(self._call("get_model_metadata", model, as_json=True))
@@ -257,6 +268,8 @@ class HttpTransport(Transport):
         try:
             return getattr(self._client, name)(*args, **kwargs)
         except InferenceServerException as exc:
+            if str(exc.status()) == "403" or "restricted" in str(exc.message()).lower():
+                raise Restricted(str(exc.message())) from exc
             raise ClientError(str(exc.message())) from exc
         except OSError as exc:  # refused, reset, timed out, unknown host
             raise ServerUnavailable(_describe(exc)) from exc
@@ -270,8 +283,11 @@ class HttpTransport(Transport):
     def model_ready(self, model: str) -> bool:  # noqa: D102
         return bool(self._call("is_model_ready", model))
 
-    def repository_index(self) -> list[dict[str, Any]]:  # noqa: D102
-        return list(self._call("get_model_repository_index"))
+    def repository_index(self) -> list[dict[str, Any]] | None:  # noqa: D102
+        try:
+            return list(self._call("get_model_repository_index"))
+        except Restricted:
+            return None
 
     def model_metadata(self, model: str) -> dict[str, Any]:  # noqa: D102
         meta = dict(self._call("get_model_metadata", model))
