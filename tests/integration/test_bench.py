@@ -25,8 +25,9 @@ TINY = ["--window-images", "4", "--min-requests", "2", "--stability-percentage",
 
 
 def _run(script: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def _single_run_dir(out: Path) -> Path:
@@ -38,10 +39,30 @@ def _single_run_dir(out: Path) -> Path:
 def test_perf_sweep_tiny(triton_server, tmp_path: Path) -> None:
     onnx = triton_server.models[Format.ONNX]
     proc = _run(
-        "perf_sweep.py", "-u", f"grpc://{triton_server.grpc_url}", "-u", f"http://{triton_server.http_address}",
-        "--repo", str(triton_server.repo), "--models", onnx, "-b", "1", "-c", "1", *TINY,
-        "--baseline-batch", "1", "--baseline-images", "2", "--preprocess-images", "4", "--sgemm-size", "256",
-        "--out", str(tmp_path),
+        "perf_sweep.py",
+        "-u",
+        f"grpc://{triton_server.grpc_url}",
+        "-u",
+        f"http://{triton_server.http_address}",
+        "--repo",
+        str(triton_server.repo),
+        "--models",
+        onnx,
+        "-b",
+        "1",
+        "-c",
+        "1",
+        *TINY,
+        "--baseline-batch",
+        "1",
+        "--baseline-images",
+        "2",
+        "--preprocess-images",
+        "4",
+        "--sgemm-size",
+        "256",
+        "--out",
+        str(tmp_path),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = _single_run_dir(tmp_path)
@@ -57,8 +78,12 @@ def test_perf_sweep_tiny(triton_server, tmp_path: Path) -> None:
     assert {(p["protocol"], p["batch"], p["concurrency"]) for p in data["served"]} == {("grpc", 1, 1), ("http", 1, 1)}
     assert all(p["throughput"] > 0 and p["p95_ms"] > 0 and p["error"] is None for p in data["served"])
     names = {b["name"] for b in data["baselines"]}
-    assert {"ONNX Runtime in-process", "TorchScript in-process", "torch.hub example (eager + PIL)",
-            "classify.py end to end (grpc)"} <= names
+    assert {
+        "ONNX Runtime in-process",
+        "TorchScript in-process",
+        "torch.hub example (eager + PIL)",
+        "classify.py end to end (grpc)",
+    } <= names
     assert all(t["identical"] for t in data["preprocessing"])
     assert data["sgemm"]["gflops"] > 0
     ratios = {r["key"]: r for r in data["ratios"]}
@@ -80,9 +105,26 @@ def test_config_search_tiny(exported_repo, tmp_path: Path) -> None:
     before = source_cpu.read_text()
     scratch = tmp_path / "scratch"
     proc = _run(
-        "config_search.py", "--repo", str(exported_repo.path), "--model", model, "--p95-budget-ms", "600000",
-        "--instances", "1", "--max-batch-sizes", "2", "--queue-delays-us", "500", "-c", "1", *TINY,
-        "--scratch", str(scratch), "--out", str(tmp_path / "results"),
+        "config_search.py",
+        "--repo",
+        str(exported_repo.path),
+        "--model",
+        model,
+        "--p95-budget-ms",
+        "600000",
+        "--instances",
+        "1",
+        "--max-batch-sizes",
+        "2",
+        "--queue-delays-us",
+        "500",
+        "-c",
+        "1",
+        *TINY,
+        "--scratch",
+        str(scratch),
+        "--out",
+        str(tmp_path / "results"),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--configs-only --formats onnx --out" in proc.stdout

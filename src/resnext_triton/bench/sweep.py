@@ -16,6 +16,7 @@ end over a folder of the photos, and the client's preprocessing threaded and sin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -287,7 +288,8 @@ def _hub(report: BaselineReport, spec: ModelSpec, photos: Sequence[Path], batch:
     from resnext_triton.weights import load_weights
 
     quiet = logging.getLogger("resnext_triton.weights")
-    level, quiet.level = quiet.level, logging.ERROR  # its "random weights" warning is about exports
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its "random weights" warning is about exports
     try:
         model = load_weights(spec, "random", progress=False).model  # speed does not depend on the values
     finally:
@@ -347,9 +349,17 @@ def run_baselines(
         echo(f"  SGEMM {report.sgemm.n}x{report.sgemm.n} float32: numpy {report.sgemm.numpy_gflops:.0f} GFLOP/s, "
              f"torch {report.sgemm.torch_gflops or 0:.0f} GFLOP/s -> ceiling {report.sgemm.images_per_s:.1f} img/s")
     if "preprocess" in which:
-        report.preprocessing = compare_preprocessing(cycle(photos, args.preprocess_images), spec.preprocessing)
+        report.preprocessing = compare_preprocessing(cycle(photos, args.preprocess_images), spec.preprocessing,
+                                                     hub=importlib.util.find_spec("torch") is not None)
         for t in report.preprocessing:
             echo(f"  {t.name:<56} {t.throughput:7.1f} img/s  identical: {t.identical}")
+    missing = [name for name in ("torch", "onnxruntime") if importlib.util.find_spec(name) is None]
+    needs = [b for b in ("onnxruntime", "torchscript", "hub") if b in which]
+    if missing and needs:
+        for key in needs:
+            report.skipped[key] = f"needs {' and '.join(missing)} (pip install 'resnext-triton[export]')"
+        echo(f"  skip {', '.join(needs)}: {report.skipped[needs[0]]}")
+        which = [b for b in which if b not in needs]
     _in_process_models(report, which, args.repo, spec, inputs, args.batch_sizes, args.baseline_images, echo)
     if "hub" in which:
         _hub(report, spec, photos, args.baseline_batch, args.baseline_images, echo)
