@@ -19,6 +19,7 @@ from typing import Any
 
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import LABELS_FILENAME, ServingOptions, build_config, to_pbtxt
+from resnext_triton.triton.process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +123,12 @@ def _remove_stale_staging(model_dir: Path) -> None:
     """Remove staging directories left by an export that was killed (never a numbered version)."""
     for path in model_dir.glob(f"{STAGING_PREFIX}*"):
         pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+        if pid.isdigit() and pid_alive(int(pid)) and int(pid) != os.getpid():
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def latest_version(model_dir: Path) -> Path | None:

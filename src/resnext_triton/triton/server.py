@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from resnext_triton.triton.process import pid_alive
 from resnext_triton.triton.repository import servable_models
 
 log = logging.getLogger(__name__)
@@ -383,24 +384,6 @@ def repository_token(state_dir: Path) -> str:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(token + "\n")
     return token
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie counts as gone; our own zombie child is reaped)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _is_tritonserver(pid: int) -> bool:
