@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnext_triton.client.errors import InputError
+from resnext_triton.client.errors import INPUT_ERRORS
 from resnext_triton.client.inputs import Source, load_source
 from resnext_triton.client.pipeline import Batch, Prepared, WorkerPool, make_batches, ordered_map
-from resnext_triton.client.preprocess import preprocess_image
+from resnext_triton.preprocess import preprocess_image
 from resnext_triton.spec import Preprocessing
 
 
@@ -151,7 +151,7 @@ def test_ten_thousand_images_stream_through_the_input_stage_in_bounded_memory() 
         nonlocal alive, peak_alive
         try:
             array = preprocess_image(load_source(source), pre)
-        except InputError as exc:
+        except INPUT_ERRORS as exc:
             return Prepared(source, error=str(exc))
         with lock:
             alive += 1

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from resnext_triton.client.errors import PreprocessError
-from resnext_triton.client.preprocess import (
+from resnext_triton.preprocess import (
     ALPHA_BACKGROUND,
     crop_box,
     open_image,
@@ -303,6 +303,6 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
 
 
 def test_default_limit_is_pillows() -> None:
-    from resnext_triton.client.preprocess import DEFAULT_MAX_PIXELS
+    from resnext_triton.preprocess import DEFAULT_MAX_PIXELS
 
     assert DEFAULT_MAX_PIXELS == 89_478_485 == 1024 * 1024 * 1024 // 4 // 3

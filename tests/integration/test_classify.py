@@ -19,8 +19,8 @@ from PIL import Image
 
 from resnext_triton.client import ModelNotReady, TritonClassifier
 from resnext_triton.client.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_SERVER, main
-from resnext_triton.client.preprocess import preprocess_path
 from resnext_triton.client.results import ClassificationResult
+from resnext_triton.preprocess import preprocess_path
 from resnext_triton.spec import Format
 
 pytestmark = pytest.mark.integration

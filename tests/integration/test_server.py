@@ -27,7 +27,7 @@ ATOL = 1e-4
 @pytest.fixture(scope="module")
 def images(photos) -> np.ndarray:
     """Four real photos, preprocessed as the model was trained (float32, 4x3x224x224)."""
-    from resnext_triton.client.preprocess import preprocess_path
+    from resnext_triton.preprocess import preprocess_path
 
     return np.stack([preprocess_path(p) for p in photos[:4]]).astype(np.float32)
 

@@ -3,7 +3,7 @@
 The threaded side is the decode stage of :meth:`resnext_triton.client.TritonClassifier.classify_iter`
 built from the same public pieces: a ``ThreadPoolExecutor`` of ``workers`` threads running
 :func:`~resnext_triton.client.inputs.load_source` then
-:func:`~resnext_triton.client.preprocess.preprocess_image`, results handed out in input order by
+:func:`~resnext_triton.preprocess.preprocess_image`, results handed out in input order by
 :func:`~resnext_triton.client.pipeline.ordered_map`. The single-threaded reference calls the same
 two functions in a plain loop; the hub reference is the torch.hub example's transforms
 (:func:`resnext_triton.bench.baselines.hub_prepare_input`). Outputs must be identical.
@@ -52,7 +52,7 @@ def default_workers() -> int:
 def single_threaded(paths: Sequence[Path], pre: Preprocessing) -> tuple[float, list[np.ndarray]]:
     """Seconds and arrays of the client's load + preprocess functions in one thread."""
     from resnext_triton.client.inputs import Source, load_source
-    from resnext_triton.client.preprocess import preprocess_image
+    from resnext_triton.preprocess import preprocess_image
 
     start = time.perf_counter()
     arrays = [preprocess_image(load_source(Source.file(p)), pre) for p in paths]
@@ -63,7 +63,7 @@ def threaded(paths: Sequence[Path], pre: Preprocessing, workers: int) -> tuple[f
     """Seconds and arrays of the client's threaded decode stage (pool start-up included)."""
     from resnext_triton.client.inputs import Source, load_source
     from resnext_triton.client.pipeline import ordered_map
-    from resnext_triton.client.preprocess import preprocess_image
+    from resnext_triton.preprocess import preprocess_image
 
     def prepare(source: Source) -> np.ndarray:
         return preprocess_image(load_source(source), pre)

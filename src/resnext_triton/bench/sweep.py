@@ -247,7 +247,7 @@ def model_file(repo: Path, spec: ModelSpec, fmt: Format) -> Path | None:
 
 def preprocess_photos(photos: Sequence[Path], spec: ModelSpec) -> np.ndarray:
     """The photos through the client's preprocessing: float32 (N, 3, 224, 224)."""
-    from resnext_triton.client.preprocess import preprocess_path
+    from resnext_triton.preprocess import preprocess_path
 
     return np.stack([preprocess_path(p, spec.preprocessing) for p in photos]).astype(np.float32)
 

@@ -22,8 +22,8 @@ from resnext_triton.client.errors import (
     ServerUnavailable,
 )
 from resnext_triton.client.inputs import Source, expand_inputs
-from resnext_triton.client.preprocess import preprocess_image, preprocess_path
 from resnext_triton.client.results import ClassificationResult, Prediction
+from resnext_triton.preprocess import preprocess_image, preprocess_path
 
 __all__ = [
     "ClassificationResult",

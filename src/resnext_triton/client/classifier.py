@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from resnext_triton.client.errors import ClientError, InferenceError, InputError, ModelNotReady, ServerUnavailable
+from resnext_triton.client.errors import INPUT_ERRORS, ClientError, InferenceError, ModelNotReady, ServerUnavailable
 from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source, load_source
 from resnext_triton.client.pipeline import Batch, Prepared, WorkerPool, make_batches, ordered_map
-from resnext_triton.client.preprocess import DEFAULT_MAX_PIXELS, preprocess_image
 from resnext_triton.client.results import ClassificationResult, parse_classification, top_k_from_logits
 from resnext_triton.client.transport import (
     PROTOCOLS,
@@ -42,6 +41,7 @@ from resnext_triton.client.transport import (
     make_transport,
     normalize_url,
 )
+from resnext_triton.preprocess import DEFAULT_MAX_PIXELS, preprocess_image
 from resnext_triton.spec import Format, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ class TritonClassifier:
         try:
             img = load_source(source, max_pixels=self.max_pixels, url_timeout_s=self.url_timeout_s)
             array = preprocess_image(img, self.spec.preprocessing)
-        except InputError as exc:
+        except INPUT_ERRORS as exc:
             return Prepared(source, error=str(exc))
         except Exception as exc:  # an unexpected decoder failure is still this input's alone
             logger.debug("unexpected error preparing %s", source.name, exc_info=True)

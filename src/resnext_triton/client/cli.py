@@ -30,9 +30,9 @@ from resnext_triton.client.classifier import (
 )
 from resnext_triton.client.errors import ClientError
 from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source, expand_inputs
-from resnext_triton.client.preprocess import DEFAULT_MAX_PIXELS
 from resnext_triton.client.results import ClassificationResult
 from resnext_triton.client.transport import DEFAULT_PORTS, PROTOCOLS
+from resnext_triton.preprocess import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,15 @@ Two kinds of failure cross the client boundary:
 
 * whole-run failures (:class:`ServerUnavailable`, :class:`ModelNotReady`, :class:`ClientError`),
   raised by :class:`~resnext_triton.client.classifier.TritonClassifier`;
-* per-input failures (:class:`InputError` and its subclasses), which the classifier catches and
+* per-input failures (:class:`InputError` and its subclasses, and the shared preprocessing's
+  :class:`~resnext_triton.preprocess.PreprocessError`; together :data:`INPUT_ERRORS`), which the classifier catches and
   reports in that input's :class:`~resnext_triton.client.results.ClassificationResult` while every
   other input completes.
 """
 
 from __future__ import annotations
+
+from resnext_triton.preprocess import PreprocessError
 
 
 class ClientError(Exception):
@@ -32,9 +35,20 @@ class FetchError(InputError):
     """An input cannot be read: missing file, unreadable file, unreachable or failing URL."""
 
 
-class PreprocessError(InputError):
-    """An input's bytes are not a usable image: not an image, truncated, a decompression bomb."""
-
-
 class InferenceError(InputError):
     """The server rejected or failed the request that carried this input."""
+
+
+INPUT_ERRORS: tuple[type[Exception], ...] = (InputError, PreprocessError)
+"""Every per-input failure: the client's own and the shared preprocessing's (not a usable image)."""
+
+__all__ = [
+    "INPUT_ERRORS",
+    "ClientError",
+    "FetchError",
+    "InferenceError",
+    "InputError",
+    "ModelNotReady",
+    "PreprocessError",
+    "ServerUnavailable",
+]

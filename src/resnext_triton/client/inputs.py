@@ -23,8 +23,8 @@ from pathlib import Path
 from PIL import Image
 
 from resnext_triton import __version__
-from resnext_triton.client.errors import FetchError, InputError
-from resnext_triton.client.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb, upright
+from resnext_triton.client.errors import INPUT_ERRORS, FetchError
+from resnext_triton.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb, upright
 
 DEFAULT_URL_TIMEOUT_S = 5.0
 """Seconds allowed to fetch one URL (connect, and the whole download)."""
@@ -217,7 +217,7 @@ def load_source(
         raise FetchError("no path given")
     try:
         return open_image(source.path, max_pixels=max_pixels)
-    except InputError:
+    except INPUT_ERRORS:
         raise
     except IsADirectoryError as exc:
         raise FetchError(f"is a directory: {source.path}") from exc

@@ -105,19 +105,18 @@ def tool_versions() -> dict[str, str]:
 
 
 def load_photos(paths: tuple[Path, ...], spec: ModelSpec) -> np.ndarray:
-    """Preprocess validation photos with the client's preprocessing (the same spec).
+    """Preprocess validation photos with the shared preprocessing (the one the client uses).
 
     Raises:
         ExportError: if a photo cannot be read.
     """
-    from resnext_triton.client.errors import InputError
-    from resnext_triton.client.preprocess import preprocess_path
+    from resnext_triton.preprocess import PreprocessError, preprocess_path
 
     arrays = []
     for path in paths:
         try:
             arrays.append(preprocess_path(path, spec.preprocessing))
-        except (InputError, OSError) as exc:
+        except (PreprocessError, OSError) as exc:
             raise ExportError(f"validation photo {path}: {exc}") from exc
     if not arrays:
         return np.zeros((0, *spec.input_shape), dtype=np.float32)

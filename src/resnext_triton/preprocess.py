@@ -45,10 +45,15 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from resnext_triton.client.errors import PreprocessError
 from resnext_triton.spec import Preprocessing
 
 logger = logging.getLogger(__name__)
+
+
+
+class PreprocessError(ValueError):
+    """An input's bytes are not a usable image: empty, not an image, truncated, a decompression bomb."""
+
 
 DEFAULT_MAX_PIXELS = 89_478_485
 """Pixel limit per image, Pillow's own ``Image.MAX_IMAGE_PIXELS`` default (0.25 GB of RGBA)."""
