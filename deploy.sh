@@ -5,8 +5,10 @@
 #               [--metrics-port N] [--bind ADDR] [--timeout S] [--dry-run]
 #   ./deploy.sh stop|status|logs [--local|--docker] [-n LINES]
 #
-# Docker mode (a Docker engine with the NVIDIA runtime): `docker compose up` of docker-compose.yml,
-# the NGC Triton image on the GPU; its one-shot `export` job builds the TensorRT plan first.
+# Docker mode (a Docker engine that can hand out NVIDIA GPUs): the one-shot `export` job of
+# docker-compose.yml builds the TensorRT plan (skipped when matching plans exist) within --timeout,
+# then the NGC Triton image starts on the GPU; deploy.sh waits for its health check and fails fast
+# when it exits or restarts.
 # Local mode (anything else, e.g. a CPU-only host): the pip-installed Triton of .venv through
 # `python -m resnext_triton.triton.server`, with CPU stand-ins for the onnxruntime/pytorch backends.
 # If the repository holds no exported model, local mode runs the exporter first.
@@ -21,7 +23,6 @@ PYTHON="${RESNEXT_TRITON_PYTHON:-$ROOT/.venv/bin/python}"
 REPO="${RESNEXT_TRITON_MODEL_REPOSITORY:-$ROOT/model_repository}"
 STATE_DIR="${RESNEXT_TRITON_STATE_DIR:-$ROOT/.triton}"
 COMPOSE_FILE="$ROOT/docker-compose.yml"
-TOKEN_FILE="repository-api-token"
 
 command="up"
 mode="auto"
@@ -39,17 +40,19 @@ usage() {
 Usage: ./deploy.sh [up] [options]      start Triton (exports the model first if the repository has none)
        ./deploy.sh stop|status|logs     stop it, show its endpoints and models, print its log
 
-Mode (default: docker when 'docker info' shows the NVIDIA runtime, else local):
+Mode (default: docker when the Docker engine can hand out NVIDIA GPUs, else local):
   --local            the pip-installed Triton of .venv on this host (CPU)
   --docker           docker compose with the NGC Triton image on the GPU
 
 Options for up:
   --weights W        weights for the export: 'ngc' (default), 'random' or a checkpoint PATH
+                     (docker mode mounts the file read-only into the export job)
   --http-port N      HTTP port (default 8000)
   --grpc-port N      gRPC port (default 8001)
   --metrics-port N   metrics port (default 8002)
   --bind ADDR        address the ports bind to (default \$TRITON_BIND_ADDRESS or 127.0.0.1)
-  --timeout S        seconds to wait for readiness (default 180 local, 1800 docker: TensorRT build)
+  --timeout S        seconds to wait for readiness (default 180 local; 1800 docker, a total
+                     limit covering the export job's TensorRT build and Triton's start)
   --dry-run          print the commands instead of running them
 Options for logs:
   -n, --lines N      lines to print (default 50)
@@ -115,11 +118,16 @@ parse_args() {
   done
 }
 
+# True if the Docker engine can hand out NVIDIA GPUs: a registered nvidia runtime, NVIDIA CDI
+# devices, or the NVIDIA Container Toolkit's hook, which the engine's built-in `nvidia` device
+# driver (compose `deploy.resources.reservations.devices`) uses without any runtime registered.
 docker_has_nvidia() {
   command -v docker >/dev/null 2>&1 || return 1
-  local runtimes
-  runtimes="$(docker info --format '{{json .Runtimes}}' 2>/dev/null)" || return 1
-  [[ "$runtimes" == *nvidia* ]]
+  local info
+  info="$(docker info --format '{{json .Runtimes}} {{json .CDISpecDirs}} {{json .DiscoveredDevices}}' 2>/dev/null)" ||
+    return 1
+  [[ "$info" == *nvidia* ]] && return 0
+  command -v nvidia-container-runtime-hook >/dev/null 2>&1
 }
 
 resolve_mode() {
@@ -128,7 +136,7 @@ resolve_mode() {
     docker)
       command -v docker >/dev/null 2>&1 || die "--docker: the docker command is not installed"
       docker info >/dev/null 2>&1 || die "--docker: no Docker engine answers (is the daemon running?)"
-      docker_has_nvidia || die "--docker: the Docker engine has no NVIDIA runtime (install the NVIDIA Container Toolkit), or use --local"
+      docker_has_nvidia || die "--docker: the Docker engine cannot hand out NVIDIA GPUs (no nvidia runtime, CDI device or nvidia-container-runtime-hook: install the NVIDIA Container Toolkit), or use --local"
       ;;
     auto)
       if [ "$command" != "up" ] && [ -f "$STATE_DIR/server.json" ]; then
@@ -176,25 +184,26 @@ up_local() {
     --grpc-port "$grpc_port" --metrics-port "$metrics_port" --timeout "${timeout:-180}"
 }
 
-# The admin token guarding the model-repository API, shared by local and docker mode.
-admin_token() {
-  local file="$STATE_DIR/$TOKEN_FILE"
-  if [ ! -s "$file" ]; then
-    mkdir -p "$STATE_DIR"
-    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
-  fi
-  tr -d ' \n' <"$file"
-}
-
 compose() {
   run docker compose -f "$COMPOSE_FILE" "$@"
 }
 
+# The variables docker-compose.yml reads: ports, repository, the calling user, the weights.
 compose_env() {
   export TRITON_BIND_ADDRESS="$bind" TRITON_HTTP_PORT="$http_port" TRITON_GRPC_PORT="$grpc_port"
-  export TRITON_METRICS_PORT="$metrics_port" TRITON_MODEL_REPOSITORY="$REPO" RESNEXT_WEIGHTS="$weights"
-  TRITON_ADMIN_TOKEN="$(admin_token)"
-  export TRITON_ADMIN_TOKEN
+  export TRITON_METRICS_PORT="$metrics_port" TRITON_MODEL_REPOSITORY="$REPO"
+  RESNEXT_UID="$(id -u)" RESNEXT_GID="$(id -g)"
+  RESNEXT_TRITON_CACHE_DIR="${RESNEXT_TRITON_CACHE:-$HOME/.cache/resnext_triton}"
+  export RESNEXT_UID RESNEXT_GID RESNEXT_TRITON_CACHE_DIR
+  case "$weights" in
+    ngc | random) export RESNEXT_WEIGHTS="$weights" ;;
+    *)
+      [ -f "$weights" ] || die "--weights $weights: no such file (docker mode mounts a checkpoint file into the export job)"
+      local file
+      file="$(cd "$(dirname "$weights")" && pwd)/$(basename "$weights")"
+      export RESNEXT_WEIGHTS_FILE="$file" RESNEXT_WEIGHTS_NAME="${file##*/}" RESNEXT_WEIGHTS="/weights/${file##*/}"
+      ;;
+  esac
 }
 
 url_host() {
@@ -205,40 +214,74 @@ url_host() {
   esac
 }
 
+docker_logs_and_die() {
+  echo "deploy.sh: error: $*; last lines of the logs:" >&2
+  docker compose -f "$COMPOSE_FILE" logs --tail 40 export triton >&2 || true
+  exit 1
+}
+
+# The export job, bounded by what is left of --timeout. Directories are made first so that Docker
+# does not create them as root.
+run_export() {
+  local deadline="$1" name status=0
+  [ "$dry_run" -eq 1 ] || mkdir -p "$REPO" "$RESNEXT_TRITON_CACHE_DIR"
+  name="resnext-triton-export-$$"
+  echo "deploy.sh: export job (NGC PyTorch image; skipped when the plans match this GPU and TensorRT)"
+  run timeout "$((deadline - SECONDS))" docker compose -f "$COMPOSE_FILE" run --rm --name "$name" export || status=$?
+  case "$status" in
+    0) ;;
+    124)
+      docker rm -f "$name" >/dev/null 2>&1 || true
+      die "the export job did not finish within --timeout ${timeout:-1800} s (a TensorRT build takes minutes: raise --timeout)"
+      ;;
+    *) die "the export job failed (exit $status); its output is above" ;;
+  esac
+}
+
+# Wait for the triton container's health check; fail at once when it exits or restarts.
+wait_healthy() {
+  local deadline="$1" host="$2" cid state restarts health
+  cid="$(docker compose -f "$COMPOSE_FILE" ps -q triton)" || true
+  [ -n "$cid" ] || docker_logs_and_die "docker compose started no triton container"
+  while :; do
+    read -r state restarts health < <(docker inspect --format \
+      '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$cid" 2>/dev/null ||
+      echo "gone 0 none")
+    if [ "$health" = "healthy" ]; then
+      return 0
+    fi
+    case "$state" in
+      exited | dead | gone) docker_logs_and_die "the triton container $state" ;;
+    esac
+    [ "${restarts:-0}" -eq 0 ] || docker_logs_and_die "the triton container restarted $restarts time(s) (crash loop)"
+    [ "$SECONDS" -lt "$deadline" ] || docker_logs_and_die "Triton was not healthy after ${timeout:-1800} s"
+    sleep 2
+  done
+}
+
 up_docker() {
   compose_env
   local host deadline
   host="$(url_host)"
-  [ "$dry_run" -eq 1 ] || command -v curl >/dev/null 2>&1 || die "docker mode needs curl to wait for readiness"
-  echo "deploy.sh: docker compose up (NGC Triton on the GPU; the export job builds missing models first)"
-  compose up -d || die "docker compose up failed; see: ./deploy.sh logs --docker"
-  [ "$dry_run" -eq 0 ] || return 0
   deadline=$((SECONDS + ${timeout:-1800}))
-  until curl -fsS "http://$host:$http_port/v2/health/ready" >/dev/null 2>&1; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "deploy.sh: error: Triton was not ready after ${timeout:-1800} s; last lines of its log:" >&2
-      docker compose -f "$COMPOSE_FILE" logs --tail 40 export triton >&2 || true
-      exit 1
-    fi
-    if docker compose -f "$COMPOSE_FILE" ps -a --format '{{.Service}} {{.State}} {{.ExitCode}}' 2>/dev/null |
-      grep -Eq '^(export exited [1-9]|triton (exited|restarting))'; then
-      echo "deploy.sh: error: a container exited; last lines of its log:" >&2
-      docker compose -f "$COMPOSE_FILE" logs --tail 40 export triton >&2 || true
-      exit 1
-    fi
-    sleep 5
-  done
+  run_export "$deadline"
+  echo "deploy.sh: starting Triton (docker compose, NGC image on the GPU)"
+  compose up -d --no-deps triton || docker_logs_and_die "docker compose up failed"
+  [ "$dry_run" -eq 0 ] || return 0
+  wait_healthy "$deadline" "$host"
   print_docker_endpoints "$host"
 }
 
 print_docker_endpoints() {
-  local host="$1"
-  echo "Triton is ready (docker compose)"
+  local host="$1" models="(curl is not installed)"
+  if command -v curl >/dev/null 2>&1; then
+    models="$(curl -fsS -X POST "http://$host:$http_port/v2/repository/index" 2>/dev/null || echo '(index unavailable)')"
+  fi
+  echo "Triton is ready (docker compose; new exports are picked up by repository polling)"
   echo "  HTTP     http://$host:$http_port"
   echo "  gRPC     $host:$grpc_port"
   echo "  metrics  http://$host:$metrics_port/metrics"
-  echo "  models   $(curl -fsS -X POST -H "admin-token: $(admin_token)" \
-    "http://$host:$http_port/v2/repository/index" 2>/dev/null || echo '(index unavailable)')"
+  echo "  models   $models"
 }
 
 main() {

@@ -75,10 +75,13 @@ def test_triton_service_is_production_shaped():
     assert volume["source"] == str(ROOT / "model_repository")
     (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
-    script = triton["command"][-1]
-    assert "--model-repository=/models" in script
-    assert '--http-restricted-api="model-repository,trace,logging:admin-token=' in script
-    assert '--grpc-restricted-protocol="model-repository,trace,logging:admin-token=' in script
+    command = triton["command"]
+    assert command[0] == "tritonserver" and "--model-repository=/models" in command
+    # poll mode: new versions go live while serving, and there is no load/unload API to guard
+    assert "--model-control-mode=poll" in command and "--repository-poll-secs=15" in command
+    assert not any("restricted" in arg or "token" in arg.lower() for arg in command)
+    assert "TRITON_ADMIN_TOKEN" not in triton.get("environment", {})
+    assert triton["user"] == "triton-server"  # the NGC image's non-root user (finding 8)
 
 
 def test_export_job_is_a_one_shot_gpu_job_writing_the_repository():
@@ -89,8 +92,18 @@ def test_export_job_is_a_one_shot_gpu_job_writing_the_repository():
     repo = next(v for v in export["volumes"] if v["target"].endswith("/model_repository"))
     assert not repo.get("read_only", False) and repo["source"] == str(ROOT / "model_repository")
     script = export["command"][-1]
-    assert "python export/export.py" in script and "--formats torchscript,onnx,tensorrt" in script
+    assert "python3 export/export.py" in script and "--formats torchscript,onnx,tensorrt" in script
+    # skips only when the plans match this GPU and TensorRT (finding 5), not whenever one exists
+    assert "python3 -m resnext_triton.exporters.plan_check --repo model_repository" in script
     assert export["environment"]["RESNEXT_WEIGHTS"] == "ngc"
+    assert export["user"] == "1000:1000" and export["environment"]["HOME"] == "/tmp"
+    as_user = services({"RESNEXT_UID": "4242", "RESNEXT_GID": "77"})["export"]
+    assert as_user["user"] == "4242:77"
+    weights = next(v for v in export["volumes"] if v["target"].startswith("/weights/"))
+    assert weights["source"] == "/dev/null" and weights["read_only"] is True
+    mounted = services({"RESNEXT_WEIGHTS_FILE": "/data/ckpt.pth", "RESNEXT_WEIGHTS_NAME": "ckpt.pth"})["export"]
+    weights = next(v for v in mounted["volumes"] if v["target"].startswith("/weights/"))
+    assert (weights["source"], weights["target"]) == ("/data/ckpt.pth", "/weights/ckpt.pth")
     custom = services({"RESNEXT_WEIGHTS": "random", "TRITON_MODEL_REPOSITORY": "/srv/models", "TRITON_GPU_COUNT": "2"})
     assert custom["export"]["environment"]["RESNEXT_WEIGHTS"] == "random"
     assert custom["triton"]["volumes"][0]["source"] == "/srv/models"

@@ -5,7 +5,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from resnext_triton.spec import Format, ModelSpec
-from resnext_triton.triton.config import ServingOptions, build_config, parse_pbtxt, to_pbtxt
+from resnext_triton.triton.config import ServingOptions, build_config, graph_batch_sizes, parse_pbtxt, to_pbtxt
 from resnext_triton.triton.repository import CPU_CONFIG, write_configs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +71,29 @@ def test_committed_configs_have_not_drifted(tmp_path):
             f"{rel} drifted: run `python export/export.py --configs-only --formats torchscript,onnx,tensorrt`"
         )
     assert not (tmp_path / spec.model_name(Format.TENSORRT) / CPU_CONFIG).exists()
+
+
+def test_cuda_graphs_cover_every_batch_size_up_to_the_max():
+    """Finding 10 of the GPU-host review: graphs for {1, max} alone leave dynamic batches without one."""
+    config = build_config(ModelSpec(), Format.TENSORRT, ServingOptions(max_batch_size=64))
+    ranges = {}
+    for graph in config.optimization.cuda.graph_spec:
+        lower = graph.graph_lower_bound.batch_size or graph.batch_size
+        ranges[graph.batch_size] = lower
+        assert list(graph.input["INPUT__0"].dim) == [3, 224, 224]
+    covered = {n for size, lower in ranges.items() for n in range(lower, size + 1)}
+    assert covered == set(range(1, 65)) and 1 in ranges and 64 in ranges
+    assert graph_batch_sizes(12)[-1] == (12, 9)
+    off = build_config(ModelSpec(), Format.TENSORRT, ServingOptions(cuda_graphs=False))
+    assert not off.optimization.cuda.graphs and not off.optimization.cuda.graph_spec
+
+
+def test_ort_tensorrt_accelerator_has_profiles_and_a_writable_engine_cache():
+    config = build_config(ModelSpec(), Format.ONNX, ServingOptions(ort_tensorrt_fp16=True, max_batch_size=16))
+    (accel,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    params = dict(accel.parameters)
+    assert params["trt_profile_min_shapes"] == "INPUT__0:1x3x224x224"
+    assert params["trt_profile_opt_shapes"] == "INPUT__0:8x3x224x224"
+    assert params["trt_profile_max_shapes"] == "INPUT__0:16x3x224x224"
+    assert params["trt_engine_cache_enable"] == "true"
+    assert params["trt_engine_cache_path"].startswith("/tmp/") and "/models" not in params["trt_engine_cache_path"]

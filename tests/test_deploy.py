@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import stat
 import subprocess
 from pathlib import Path
 
@@ -44,23 +43,6 @@ def env(tmp_path: Path, fake_bin: Path) -> dict[str, str]:
         "RESNEXT_TRITON_STATE_DIR": str(tmp_path / "state"),
         "RESNEXT_TRITON_MODEL_REPOSITORY": str(repo),
     }
-
-
-def fake_docker(fake_bin: Path, *, runtimes: str, engine: bool = True) -> Path:
-    """A `docker` that answers `info` as an engine with the given runtimes and logs every call."""
-    calls = fake_bin / "docker-calls.log"
-    script = fake_bin / "docker"
-    script.write_text(
-        "#!/usr/bin/env bash\n"
-        f'echo "$*" >> "{calls}"\n'
-        'if [ "$1" = info ]; then\n'
-        f"  {'' if engine else 'exit 1'}\n"
-        f"  echo '{runtimes}'\n"
-        "fi\n"
-        "exit 0\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return calls
 
 
 def fake_exported(repo: Path) -> Path:
@@ -112,35 +94,6 @@ def test_exported_repository_is_not_exported_again(env):
     result = deploy("up", "--local", "--dry-run", env=env)
     assert result.returncode == 0
     assert "export.py" not in result.stdout and "resnext_triton.triton.server" in result.stdout
-
-
-def test_docker_with_the_nvidia_runtime_is_chosen_automatically(env, fake_bin):
-    calls = fake_docker(fake_bin, runtimes='{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}')
-    result = deploy("up", "--weights", "random", "--http-port", "9100", "--dry-run", env=env)
-    assert result.returncode == 0, result.stderr
-    assert f"+ docker compose -f {ROOT / 'docker-compose.yml'} up -d" in result.stdout
-    assert "export.py" not in result.stdout  # the compose export job does the export
-    assert "info" in calls.read_text()
-    token = Path(env["RESNEXT_TRITON_STATE_DIR"], "repository-api-token")
-    assert token.stat().st_mode & 0o077 == 0 and len(token.read_text()) >= 32
-    stop = deploy("stop", "--docker", "--dry-run", env=env)
-    assert f"+ docker compose -f {ROOT / 'docker-compose.yml'} down" in stop.stdout
-
-
-def test_docker_without_the_nvidia_runtime_falls_back_to_local(env, fake_bin):
-    fake_docker(fake_bin, runtimes='{"runc":{"path":"runc"}}')
-    fake_exported(Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"]))
-    result = deploy("up", "--dry-run", env=env)
-    assert result.returncode == 0 and "resnext_triton.triton.server" in result.stdout
-    assert "docker compose" not in result.stdout
-    forced = deploy("up", "--docker", "--dry-run", env=env)
-    assert forced.returncode == 1 and "no NVIDIA runtime" in forced.stderr
-
-
-def test_docker_forced_without_an_engine_is_an_error(env, fake_bin):
-    fake_docker(fake_bin, runtimes="", engine=False)
-    result = deploy("up", "--docker", env=env)
-    assert result.returncode == 1 and "no Docker engine answers" in result.stderr
 
 
 def test_busy_port_is_reported_before_starting(env):
