@@ -17,6 +17,8 @@ OUTPUT_NAME = "OUTPUT__0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LABELS = "imagenet_labels.txt"
+PARAMETER_PREFIX = "preprocess_"
+"""Prefix of the preprocessing keys in a served model's ``config.pbtxt`` ``parameters``."""
 
 
 class Format(enum.StrEnum):
@@ -76,6 +78,57 @@ class Preprocessing:
             raise ValueError(f"unsupported interpolation {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need three channels, std > 0")
+
+    def to_parameters(self) -> dict[str, str]:
+        """The spec as Triton ``config.pbtxt`` parameters (strings), so it travels with the model.
+
+        The layout is always NCHW, the values float32 before the model's own input dtype.
+        """
+        return {
+            f"{PARAMETER_PREFIX}resize_shorter": str(self.resize_shorter),
+            f"{PARAMETER_PREFIX}crop": str(self.crop),
+            f"{PARAMETER_PREFIX}interpolation": self.interpolation,
+            f"{PARAMETER_PREFIX}mean": ",".join(repr(v) for v in self.mean),
+            f"{PARAMETER_PREFIX}std": ",".join(repr(v) for v in self.std),
+            f"{PARAMETER_PREFIX}layout": "NCHW",
+            f"{PARAMETER_PREFIX}dtype": "FP32",
+        }
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> Preprocessing | None:
+        """The spec a served model declares in its config parameters, or None if it declares none.
+
+        Raises:
+            ValueError: if the parameters are present but malformed or unsupported.
+        """
+        if not any(key.startswith(PARAMETER_PREFIX) for key in params):
+            return None
+
+        def get(name: str) -> str:
+            try:
+                return params[PARAMETER_PREFIX + name]
+            except KeyError:
+                raise ValueError(f"model parameters lack {PARAMETER_PREFIX}{name}") from None
+
+        def triple(name: str) -> tuple[float, float, float]:
+            values = tuple(float(v) for v in get(name).split(","))
+            if len(values) != 3:
+                raise ValueError(f"{PARAMETER_PREFIX}{name} needs three values, got {get(name)!r}")
+            return values  # type: ignore[return-value]
+
+        layout = params.get(PARAMETER_PREFIX + "layout", "NCHW")
+        if layout != "NCHW":
+            raise ValueError(f"unsupported {PARAMETER_PREFIX}layout {layout!r} (NCHW only)")
+        try:
+            return cls(
+                resize_shorter=int(get("resize_shorter")),
+                crop=int(get("crop")),
+                interpolation=get("interpolation"),
+                mean=triple("mean"),
+                std=triple("std"),
+            )
+        except ValueError as exc:
+            raise ValueError(f"bad preprocessing parameters: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def build_config(spec: ModelSpec, fmt: Format, options: ServingOptions, *, cpu: 
     config.output.add(name=spec.output_name, data_type=dtype, dims=[spec.num_classes], label_filename=LABELS_FILENAME)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
+    add_preprocessing_parameters(config, spec)
     if cpu:
         config.instance_group.add(count=options.cpu_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     else:
@@ -95,6 +96,12 @@ def graph_batch_sizes(max_batch_size: int) -> list[tuple[int, int]]:
     while sizes[-1] < max_batch_size:
         sizes.append(min(sizes[-1] * 2, max_batch_size))
     return [(size, prev + 1) for prev, size in zip([0, *sizes], sizes, strict=False)]
+
+
+def add_preprocessing_parameters(config: mc.ModelConfig, spec: ModelSpec) -> None:
+    """Write the spec's preprocessing into the config's ``parameters``: it travels with the model."""
+    for key, value in spec.preprocessing.to_parameters().items():
+        config.parameters[key].string_value = value
 
 
 def _add_gpu_optimizations(config: mc.ModelConfig, fmt: Format, options: ServingOptions) -> None:

@@ -19,6 +19,15 @@ from typing import Any
 
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import LABELS_FILENAME, ServingOptions, build_config, to_pbtxt
+from resnext_triton.triton.ensemble import (
+    PREPROCESS_MODEL_FILE,
+    build_ensemble_config,
+    build_preprocess_config,
+    classifier_of,
+    ensemble_name,
+    preprocess_model_name,
+    preprocess_model_source,
+)
 from resnext_triton.triton.process import pid_alive
 
 log = logging.getLogger(__name__)
@@ -61,12 +70,34 @@ def write_configs(repo: Path, spec: ModelSpec, fmt: Format, options: ServingOpti
     Returns:
         The model directory.
     """
+    labels = "\n".join(spec.labels()) + "\n"
     model_dir = repo / spec.model_name(fmt)
     atomic_write_text(model_dir / "config.pbtxt", to_pbtxt(build_config(spec, fmt, options)))
     if fmt is not Format.TENSORRT:
         atomic_write_text(model_dir / CPU_CONFIG, to_pbtxt(build_config(spec, fmt, options, cpu=True)))
-    atomic_write_text(model_dir / LABELS_FILENAME, "\n".join(spec.labels()) + "\n")
+    atomic_write_text(model_dir / LABELS_FILENAME, labels)
+    _write_pipeline(repo, spec, fmt, options, labels)
     return model_dir
+
+
+def _write_pipeline(repo: Path, spec: ModelSpec, fmt: Format, options: ServingOptions, labels: str) -> None:
+    """The image pipeline in front of a format: the shared preprocessing model and the ensemble.
+
+    Neither has weights: the preprocessing model's version 1 is its ``model.py``, the ensemble's an
+    empty directory (Triton needs one).
+    """
+    pre_dir = repo / preprocess_model_name(spec)
+    pre_text = to_pbtxt(build_preprocess_config(spec, options))
+    atomic_write_text(pre_dir / "config.pbtxt", pre_text)
+    atomic_write_text(pre_dir / CPU_CONFIG, pre_text)
+    atomic_write_text(pre_dir / "1" / PREPROCESS_MODEL_FILE, preprocess_model_source())
+    ens_dir = repo / ensemble_name(spec, fmt)
+    ens_text = to_pbtxt(build_ensemble_config(spec, fmt, options))
+    atomic_write_text(ens_dir / "config.pbtxt", ens_text)
+    if fmt is not Format.TENSORRT:
+        atomic_write_text(ens_dir / CPU_CONFIG, ens_text)
+    atomic_write_text(ens_dir / LABELS_FILENAME, labels)
+    (ens_dir / "1").mkdir(exist_ok=True)
 
 
 def publish_version(
@@ -170,4 +201,9 @@ def servable_models(repo: Path, *, cpu: bool) -> tuple[list[str], dict[str, str]
             skipped[model_dir.name] = "TensorRT plan needs a GPU; left unloaded on this CPU-only host"
         else:
             load.append(model_dir.name)
+    for name in list(load):  # an image pipeline needs the model it stands in front of
+        classifier = classifier_of(name)
+        if classifier is not None and classifier not in load:
+            load.remove(name)
+            skipped[name] = f"its model {classifier} is not loadable here ({skipped.get(classifier, 'not found')})"
     return load, skipped
