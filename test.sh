@@ -19,7 +19,7 @@ mapfile -t scripts < <(git ls-files '*.sh' deploy.sh .ci/run 2>/dev/null | sort 
 [ "${#scripts[@]}" -gt 0 ] || scripts=(deploy.sh test.sh quickstart.sh .ci/run)
 "$venv/shellcheck" "${scripts[@]}"
 step "hadolint (Dockerfiles)"
-"$venv/hadolint" --failure-threshold warning export/Dockerfile client/Dockerfile
+"$venv/hadolint" --failure-threshold warning export/Dockerfile serve/Dockerfile client/Dockerfile
 step "docker-compose.yml (Docker Compose CLI, no daemon needed)"
 "$venv/docker-compose" -f docker-compose.yml config -q
 echo "docker-compose.yml is valid"

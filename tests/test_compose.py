@@ -43,7 +43,13 @@ def test_compose_file_is_valid():
 
 def test_triton_image_and_export_image_use_the_pinned_release():
     svc = services()
-    assert svc["triton"]["image"] == f"nvcr.io/nvidia/tritonserver:{RELEASE}-py3"
+    assert svc["triton"]["build"]["dockerfile"] == "serve/Dockerfile"
+    assert svc["triton"]["build"]["args"]["NGC_RELEASE"] == RELEASE
+    serve = (ROOT / "serve" / "Dockerfile").read_text()
+    assert re.search(rf"^ARG NGC_RELEASE={re.escape(RELEASE)}$", serve, re.M)
+    assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:\$\{NGC_RELEASE\}-py3$", serve, re.M)
+    # the image pipeline's Python step imports the project's preprocessing with Pillow
+    assert "pillow" in serve and "pip install --no-deps ." in serve and "import resnext_triton.preprocess" in serve
     assert svc["export"]["build"]["dockerfile"] == "export/Dockerfile"
     assert svc["export"]["build"]["args"]["NGC_RELEASE"] == RELEASE
     dockerfile = (ROOT / "export" / "Dockerfile").read_text()
