@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from resnext_triton.client.classifier import _pick_model, model_info_from
 from resnext_triton.client.cli import format_json, format_table
+from resnext_triton.client.discovery import model_info_from, pick_model
 from resnext_triton.client.errors import InferenceError, ModelNotReady
 from resnext_triton.client.results import (
     ClassificationResult,
@@ -132,7 +132,7 @@ def test_model_pick_prefers_onnx_then_torchscript() -> None:
         {"name": "resnext101_32x4d_tensorrt_fp16", "state": "UNAVAILABLE"},
         {"name": "other", "state": "READY"},
     ]
-    assert _pick_model(index, spec) == "resnext101_32x4d_onnx"
-    assert _pick_model(index[:1], spec) == "resnext101_32x4d_torchscript"
-    assert _pick_model([{"name": "my_resnext_onnx", "state": "READY"}], spec) == "my_resnext_onnx"
-    assert _pick_model(index[2:], spec) is None
+    assert pick_model(index, spec) == "resnext101_32x4d_onnx"
+    assert pick_model(index[:1], spec) == "resnext101_32x4d_torchscript"
+    assert pick_model([{"name": "my_resnext_onnx", "state": "READY"}], spec) == "my_resnext_onnx"
+    assert pick_model(index[2:], spec) is None

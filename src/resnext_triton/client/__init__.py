@@ -11,7 +11,8 @@ Example::
             print(result.to_dict())
 """
 
-from resnext_triton.client.classifier import ModelInfo, TritonClassifier
+from resnext_triton.client.classifier import TritonClassifier
+from resnext_triton.client.discovery import ModelInfo
 from resnext_triton.client.errors import (
     ClientError,
     FetchError,

@@ -8,41 +8,40 @@ Example::
         for result in clf.classify(["cat.jpg", "https://example.org/dog.png"], top_k=5):
             print(result.input, result.error or result.predictions[0].label)
 
-The classifier reads the input name, datatype (FP32/FP16), layout (NCHW/NHWC) and batch limit
-from the model's metadata and configuration, decodes and preprocesses images in a thread pool
-(:mod:`.preprocess`, the parameters of :class:`resnext_triton.spec.Preprocessing`) while up to
-``concurrency`` batches are in flight, and streams results back in input order.
+The classifier finds the model and reads its input name, datatype (FP32/FP16), layout (NCHW/NHWC)
+and batch limit (:mod:`.discovery`), decodes and preprocesses images in a thread pool
+(:func:`.inference.prepare_input`, the parameters of :class:`resnext_triton.spec.Preprocessing`)
+while up to ``concurrency`` batches are in flight (:func:`.inference.infer_batch`), and streams
+results back in input order (:mod:`.pipeline`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
-from typing import Any
 
-import numpy as np
 from PIL import Image
 
-from resnext_triton.client.errors import INPUT_ERRORS, ClientError, InferenceError, ModelNotReady, ServerUnavailable
-from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source, load_source
+from resnext_triton.client.discovery import ModelDiscovery, ModelInfo
+from resnext_triton.client.errors import ClientError
+from resnext_triton.client.inference import infer_batch, prepare_input
+from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source
 from resnext_triton.client.pipeline import Batch, Prepared, WorkerPool, make_batches, ordered_map
-from resnext_triton.client.results import ClassificationResult, parse_classification, top_k_from_logits
+from resnext_triton.client.results import ClassificationResult
 from resnext_triton.client.transport import (
     PROTOCOLS,
-    InferRequest,
     InferSession,
     Transport,
     default_url,
     make_transport,
     normalize_url,
 )
-from resnext_triton.preprocess import DEFAULT_MAX_PIXELS, preprocess_image
-from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.preprocess import DEFAULT_MAX_PIXELS
+from resnext_triton.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -50,59 +49,8 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_CONCURRENCY = 2
-MODEL_PREFERENCE = (Format.ONNX, Format.TORCHSCRIPT, Format.TENSORRT)
-"""The order in which a ready model is picked when none is named (FP32 formats first)."""
-
-_NUMPY_DTYPES = {"FP32": np.float32, "FP16": np.float16}
-_LAYOUTS = {"FORMAT_NCHW": "NCHW", "FORMAT_NHWC": "NHWC"}
 
 InputLike = Source | str | os.PathLike[str] | bytes | Image.Image
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the client needs to know about the served model, read from its metadata and config."""
-
-    name: str
-    input_name: str
-    datatype: str
-    layout: str
-    input_shape: tuple[int, int, int]
-    max_batch_size: int
-    output_name: str
-    num_classes: int | None
-    server_labels: bool
-
-    @property
-    def batching(self) -> bool:
-        """Whether requests carry a batch dimension (``max_batch_size > 0``)."""
-        return self.max_batch_size > 0
-
-
-def _pick_model(index: list[dict[str, Any]], spec: ModelSpec) -> str | None:
-    """The preferred ready ResNeXt model of a repository index, or None."""
-    ready = sorted({str(m.get("name")) for m in index if m.get("state") == "READY"})
-    preferred = [spec.model_name(fmt) for fmt in MODEL_PREFERENCE]
-    for name in preferred:
-        if name in ready:
-            return name
-    for fmt in MODEL_PREFERENCE:
-        for name in ready:
-            if "resnext" in name.lower() and name.endswith(fmt.model_suffix):
-                return name
-    others = [name for name in ready if "resnext" in name.lower()]
-    return others[0] if others else None
-
-
-def _describe_index(index: list[dict[str, Any]]) -> str:
-    if not index:
-        return "the repository is empty"
-    parts = []
-    for entry in index:
-        state = entry.get("state") or "NOT LOADED"
-        reason = f" ({entry['reason']})" if entry.get("reason") else ""
-        parts.append(f"{entry.get('name')} [{state}{reason}]")
-    return "models: " + ", ".join(parts)
 
 
 class TritonClassifier:
@@ -163,9 +111,8 @@ class TritonClassifier:
         self._transport: Transport = make_transport(
             protocol, self.url, timeout_s=timeout_s, request_timeout_s=request_timeout_s
         )
+        self._discovery = ModelDiscovery(self._transport, self.spec, model)
         self._info: ModelInfo | None = None
-        self.model_selection = "as requested" if model else "not yet picked"
-        """How the model was chosen: as requested, from the repository index, or by probing names."""
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -192,6 +139,11 @@ class TritonClassifier:
         return self._info or self.wait_until_ready()
 
     @property
+    def model_selection(self) -> str:
+        """How the model was chosen: as requested, from the repository index, or by probing names."""
+        return self._discovery.selection
+
+    @property
     def labels(self) -> list[str]:
         """The class labels (the spec's label file unless given)."""
         if self._labels is None:
@@ -199,96 +151,17 @@ class TritonClassifier:
         return self._labels
 
     def wait_until_ready(self, timeout_s: float | None = None) -> ModelInfo:
-        """Wait for the server, then pick and inspect the model.
+        """Wait for the server, then pick and inspect the model (:meth:`.ModelDiscovery.wait_until_ready`).
 
-        Only connection failures (and a model still loading) are retried, with backoff, until
-        ``timeout_s`` (default: the constructor's) has passed; a missing, failed or unusable
-        model raises at once.
+        Connection failures and a model still loading are retried until ``timeout_s`` (default:
+        the constructor's) has passed; a missing, failed or unusable model raises at once.
 
         Raises:
             ServerUnavailable: if the server is not live within the timeout.
             ModelNotReady: if the model is missing, not ready or not a usable classifier.
         """
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            try:
-                if not self._transport.server_live():
-                    raise ServerUnavailable("the server is not live")
-                model = self._resolve_model()
-                if model is not None:
-                    self._info = self._inspect(model)
-                    logger.info("model %s ready at %s (%s)", model, self.url, self.protocol)
-                    return self._info
-                last: Exception = ModelNotReady("model still loading")
-            except ServerUnavailable as exc:
-                last = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if isinstance(last, ServerUnavailable):
-                    raise ServerUnavailable(
-                        f"Triton server at {self.url} ({self.protocol}) is not reachable after {timeout:g} s: {last}"
-                    ) from last
-                raise ModelNotReady(
-                    f"model {self.requested_model} is still loading on {self.url} after {timeout:g} s"
-                ) from last
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
-
-    def _resolve_model(self) -> str | None:
-        """The model to use; None while the requested model is still loading.
-
-        Raises:
-            ModelNotReady: if no usable model is there.
-        """
-        index = self._transport.repository_index() if self.requested_model is None else None
-        if self.requested_model is None:
-            picked = _pick_model(index, self.spec) if index is not None else self._probe_preferred()
-            self.model_selection = (
-                "picked from the repository index"
-                if index is not None
-                else "picked by probing readiness: the index is restricted"
-            )
-            if picked is None:
-                raise ModelNotReady(f"no ready ResNeXt model on Triton at {self.url}; {self._describe_models(index)}")
-            return picked
-        name = self.requested_model
-        if self._transport.model_ready(name):
-            return name
-        index = self._transport.repository_index()
-        states = {str(e.get("state")) for e in index or [] if e.get("name") == name}
-        if "LOADING" in states:
-            return None
-        where = "is not ready" if states or index is None else "is not in the repository"
-        raise ModelNotReady(f"model {name!r} {where} on Triton at {self.url}; {self._describe_models(index)}")
-
-    def _probe_preferred(self) -> str | None:
-        """The first ready model among the spec's names (when the repository index is restricted)."""
-        for fmt in MODEL_PREFERENCE:
-            name = self.spec.model_name(fmt)
-            if self._transport.model_ready(name):
-                return name
-        return None
-
-    def _describe_models(self, index: list[dict[str, Any]] | None) -> str:
-        if index is not None:
-            return _describe_index(index)
-        ready = [
-            self.spec.model_name(f) for f in MODEL_PREFERENCE if self._transport.model_ready(self.spec.model_name(f))
-        ]
-        listed = ", ".join(ready) if ready else "none"
-        return f"the repository index is restricted on this server; ready ResNeXt models: {listed}"
-
-    def _inspect(self, model: str) -> ModelInfo:
-        try:
-            meta = self._transport.model_metadata(model)
-            config = self._transport.model_config(model)
-        except ServerUnavailable:
-            raise
-        except ClientError as exc:
-            raise ModelNotReady(f"cannot read model {model!r}: {exc}") from exc
-        return model_info_from(model, meta, config, self.spec)
+        self._info = self._discovery.wait_until_ready(self.timeout_s if timeout_s is None else timeout_s)
+        return self._info
 
     # ----------------------------------------------------------------------------- classify
 
@@ -359,15 +232,21 @@ class TritonClassifier:
         sources = (Source.of(item, i) for i, item in enumerate(inputs))
         decoders = ThreadPoolExecutor(self.workers, thread_name_prefix="resnext-decode")
         senders: WorkerPool[InferSession] = WorkerPool(concurrency, self._transport.infer_session, name="resnext-infer")
+        prepare = partial(
+            prepare_input,
+            info=info,
+            preprocessing=self.spec.preprocessing,
+            max_pixels=self.max_pixels,
+            url_timeout_s=self.url_timeout_s,
+        )
+        infer = partial(infer_batch, info=info, top_k=top_k, server_topk=server_topk, labels=labels)
         try:
 
             def decode(source: Source) -> Future[Prepared]:
-                return decoders.submit(self._prepare, info, source)
+                return decoders.submit(prepare, source)
 
             def send(batch: Batch) -> Future[list[ClassificationResult]]:
-                return senders.submit(
-                    lambda session, b: self._infer(session, info, b, top_k, server_topk, labels), batch
-                )
+                return senders.submit(infer, batch)
 
             window = size * (concurrency + 1) + self.workers
             prepared = ordered_map(decode, sources, window)
@@ -399,125 +278,3 @@ class TritonClassifier:
                 f"batch size {batch_size} exceeds the max_batch_size {info.max_batch_size} of model {info.name}"
             )
         return batch_size
-
-    def _prepare(self, info: ModelInfo, source: Source) -> Prepared:
-        """Decode and preprocess one input in a worker thread; never raises."""
-        try:
-            img = load_source(source, max_pixels=self.max_pixels, url_timeout_s=self.url_timeout_s)
-            array = preprocess_image(img, self.spec.preprocessing)
-        except INPUT_ERRORS as exc:
-            return Prepared(source, error=str(exc))
-        except Exception as exc:  # an unexpected decoder failure is still this input's alone
-            logger.debug("unexpected error preparing %s", source.name, exc_info=True)
-            return Prepared(source, error=f"cannot process image: {type(exc).__name__}: {exc}")
-        if info.layout == "NHWC":
-            array = np.ascontiguousarray(array.transpose(1, 2, 0))
-        return Prepared(source, array=array.astype(_NUMPY_DTYPES[info.datatype], copy=False))
-
-    def _infer(
-        self,
-        session: InferSession,
-        info: ModelInfo,
-        batch: Batch,
-        top_k: int,
-        server_topk: bool,
-        labels: Sequence[str],
-    ) -> list[ClassificationResult]:
-        """Send one batch and turn its outputs into results (in a request thread)."""
-        arrays = batch.arrays
-        rows: list[Any] = []
-        failure: str | None = None
-        if arrays:
-            data = np.stack(arrays) if info.batching else arrays[0]
-            request = InferRequest(
-                model=info.name,
-                input_name=info.input_name,
-                datatype=info.datatype,
-                data=data,
-                output_name=info.output_name,
-                class_count=top_k if server_topk else 0,
-            )
-            try:
-                output = session.infer(request)
-                rows = list(output.reshape(len(arrays), -1))
-            except InferenceError as exc:
-                failure = str(exc)
-            except ValueError as exc:
-                failure = f"unexpected output shape from the server: {exc}"
-        results = []
-        row = iter(rows)
-        for entry in batch.entries:
-            if entry.array is None:
-                results.append(ClassificationResult(entry.source.name, error=entry.error))
-            elif failure is not None:
-                results.append(ClassificationResult(entry.source.name, error=failure))
-            else:
-                results.append(self._result(entry.source.name, next(row), top_k, server_topk, labels))
-        return results
-
-    @staticmethod
-    def _result(
-        name: str, row: np.ndarray, top_k: int, server_topk: bool, labels: Sequence[str]
-    ) -> ClassificationResult:
-        try:
-            if server_topk:
-                predictions = parse_classification(list(row), labels)
-            else:
-                predictions = top_k_from_logits(row, labels, top_k)
-        except InferenceError as exc:
-            return ClassificationResult(name, error=str(exc))
-        return ClassificationResult(name, predictions=predictions)
-
-
-def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], spec: ModelSpec) -> ModelInfo:
-    """Describe a served model from its metadata and configuration dicts.
-
-    Raises:
-        ModelNotReady: if the model is not an image classifier this client can feed: not one
-            FP32/FP16 image input of 3 channels at the spec's crop size, or no output.
-    """
-    inputs = meta.get("inputs") or []
-    outputs = meta.get("outputs") or []
-    if len(inputs) != 1 or not outputs:
-        raise ModelNotReady(f"model {model} has {len(inputs)} inputs and {len(outputs)} outputs; need 1 image input")
-    tensor = inputs[0]
-    datatype = str(tensor.get("datatype", ""))
-    if datatype not in _NUMPY_DTYPES:
-        raise ModelNotReady(f"model {model} takes {datatype} input; the client sends FP32 or FP16")
-    max_batch = int(config.get("max_batch_size", 0) or 0)
-    shape = [int(d) for d in tensor.get("shape", [])]
-    if max_batch > 0 and len(shape) == 4:
-        shape = shape[1:]
-    if len(shape) != 3:
-        raise ModelNotReady(f"model {model} input shape {shape} is not an image (C, H, W or H, W, C)")
-    config_inputs = config.get("input") or [{}]
-    fmt = str(config_inputs[0].get("format", "FORMAT_NONE"))
-    layout = _LAYOUTS.get(fmt) or ("NCHW" if shape[0] == 3 else "NHWC" if shape[2] == 3 else "")
-    if not layout:
-        raise ModelNotReady(f"model {model} input shape {shape} has no 3-channel axis and format {fmt}")
-    channels, height, width = (shape[0], shape[1], shape[2]) if layout == "NCHW" else (shape[2], shape[0], shape[1])
-    crop = spec.preprocessing.crop
-    if channels != 3 or height not in (-1, crop) or width not in (-1, crop):
-        raise ModelNotReady(
-            f"model {model} expects {layout} {shape}, but the preprocessing gives 3x{crop}x{crop} "
-            "(resnext_triton.spec.Preprocessing)"
-        )
-    full: tuple[int, int, int] = (3, crop, crop) if layout == "NCHW" else (crop, crop, 3)
-    names = [str(o.get("name")) for o in outputs]
-    output_name = spec.output_name if spec.output_name in names else names[0]
-    out_meta = outputs[names.index(output_name)]
-    out_shape = [int(d) for d in out_meta.get("shape", [])]
-    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 0 else None
-    config_outputs = {str(o.get("name")): o for o in config.get("output") or []}
-    server_labels = bool(config_outputs.get(output_name, {}).get("label_filename"))
-    return ModelInfo(
-        name=model,
-        input_name=str(tensor["name"]),
-        datatype=datatype,
-        layout=layout,
-        input_shape=full,
-        max_batch_size=max_batch,
-        output_name=output_name,
-        num_classes=num_classes,
-        server_labels=server_labels,
-    )

@@ -25,9 +25,9 @@ from resnext_triton.client.classifier import (
     DEFAULT_CONCURRENCY,
     DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
-    ModelInfo,
     TritonClassifier,
 )
+from resnext_triton.client.discovery import ModelInfo
 from resnext_triton.client.errors import ClientError
 from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source, expand_inputs
 from resnext_triton.client.results import ClassificationResult
