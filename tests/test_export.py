@@ -8,7 +8,8 @@ import pytest
 from resnext_triton.exporters import ValidationError
 from resnext_triton.exporters.cli import main
 from resnext_triton.exporters.onnx2trt import tensorrt_available
-from resnext_triton.exporters.validate import TOLERANCES, compare, eager_runner, raise_on_failure
+from resnext_triton.exporters.validate import TOLERANCES, compare, raise_on_failure
+from resnext_triton.runners import EagerRunner
 from resnext_triton.spec import Format
 from resnext_triton.triton.repository import read_manifest, versions
 
@@ -61,7 +62,7 @@ def test_onnx_interface(exported_repo):
 
 
 def test_compare_catches_every_failure(exported_repo):
-    reference = eager_runner(exported_repo.eager)
+    reference = EagerRunner(exported_repo.eager)
     photos = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
 
     def shifted(batch):

@@ -5,7 +5,8 @@
   softmax, top-5. torchvision does not import beside the project's torch build, so its transforms
   are written out here as torchvision implements them for PIL images (same sizes, same PIL
   bilinear filter, same crop offsets, same float math).
-* :func:`model_only` -- a loaded TorchScript module or ONNX Runtime session on ready-made input
+* :func:`model_only` -- a loaded TorchScript module or ONNX Runtime session
+  (:mod:`resnext_triton.runners`, the runners export validation uses) on ready-made input
   batches (no decoding, no preprocessing): what the server's backend does per request.
 
 Each returns a :class:`BaselineResult` in images/s with per-batch latency percentiles.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from resnext_triton.runners import OnnxRuntimeRunner, TorchScriptRunner
 from resnext_triton.spec import Preprocessing
 
 if TYPE_CHECKING:
@@ -134,38 +136,15 @@ def hub_example(
 
 # --- model only ----------------------------------------------------------------------------------
 
-Runner = Callable[[np.ndarray], object]
+# The model-only runners are the ones export validation uses (a TorchScript module under
+# ``torch.inference_mode()``, an ONNX Runtime CPU session); the sweep builds them by these names.
+torchscript_runner = TorchScriptRunner
+onnxruntime_runner = OnnxRuntimeRunner
 
 
-def torchscript_runner(path: Path) -> Runner:
-    """A loaded TorchScript module called under ``torch.inference_mode()`` on numpy batches."""
-    import torch
-
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(batch: np.ndarray) -> object:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch))
-
-    return run
-
-
-def onnxruntime_runner(path: Path, *, intra_op_threads: int = 0) -> Runner:
-    """An ONNX Runtime CPU session (default session options; ``intra_op_threads`` 0 = ORT's choice)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> object:
-        return session.run(None, {name: batch})
-
-    return run
-
-
-def model_only(name: str, runner: Runner, inputs: np.ndarray, *, batch: int, images: int) -> BaselineResult:
+def model_only(
+    name: str, runner: Callable[[np.ndarray], object], inputs: np.ndarray, *, batch: int, images: int
+) -> BaselineResult:
     """Time ``runner`` on batches cut round-robin from ``inputs`` (preprocessed photos).
 
     Runs ``ceil(images / batch)`` batches (at least 3) after one untimed warm-up batch.

@@ -4,6 +4,7 @@ A plan is only loadable by the TensorRT version and GPU compute capability that 
 supported route is to build it inside NVIDIA's PyTorch container of the same release as the
 Triton image (``export/Dockerfile``, the ``export`` service of docker-compose.yml). Without
 TensorRT or a GPU this module raises :class:`TensorRTUnavailable`; it never falls back to FP32.
+It only converts: :class:`resnext_triton.runners.TensorRTRunner` runs a plan.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from resnext_triton.exporters import ExportError, TensorRTUnavailable
 from resnext_triton.spec import ModelSpec
@@ -139,33 +138,3 @@ def build_engine(
         fp16=True,
     )
 
-
-class TensorRTRunner:
-    """Runs a serialized plan on the GPU (for validation), with torch tensors as buffers."""
-
-    def __init__(self, plan_path: Path, spec: ModelSpec):
-        require_tensorrt()
-        import tensorrt as trt
-
-        self._spec = spec
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self._engine is None:
-            raise ExportError(f"TensorRT could not deserialize {plan_path} (built by another TensorRT version?)")
-        self._context = self._engine.create_execution_context()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch (N, C, H, W float32) and return float32 logits."""
-        import torch
-
-        inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda()
-        outputs = torch.empty((batch.shape[0], self._spec.num_classes), dtype=torch.float32, device="cuda")
-        self._context.set_input_shape(self._spec.input_name, tuple(inputs.shape))
-        self._context.set_tensor_address(self._spec.input_name, inputs.data_ptr())
-        self._context.set_tensor_address(self._spec.output_name, outputs.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self._context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT execution failed")
-        stream.synchronize()
-        return outputs.cpu().numpy()

@@ -6,6 +6,7 @@ import logging
 import platform
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -19,12 +20,11 @@ from resnext_triton.exporters.validate import (
     TOLERANCES,
     Tolerance,
     ValidationReport,
-    artifact_runner,
     compare,
-    eager_runner,
     raise_on_failure,
     random_inputs,
 )
+from resnext_triton.runners import EagerRunner, load_runner
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions
 from resnext_triton.triton.repository import publish_version, write_configs
@@ -132,7 +132,7 @@ class Exporter:
         self.spec = request.spec
         self._photos = load_photos(request.photos, self.spec) if request.validate else None
         self._random = random_inputs(self.spec, request.random_inputs)
-        self._reference = eager_runner(weights.model, request.device)
+        self._reference = EagerRunner(weights.model, request.device)
         self._onnx_path: Path | None = None
 
     def run(self) -> list[StepResult]:
@@ -211,12 +211,12 @@ class Exporter:
     def _validate(self, fmt: Format, artifact: Path) -> ValidationReport:
         half = fmt is Format.TENSORRT or (fmt is Format.TORCHSCRIPT and self.request.torchscript_fp16)
         precision = "fp16" if half else "fp32"
-        candidate = artifact_runner(fmt, artifact, self.spec, self.request.device)
         assert self._photos is not None
-        report = compare(
-            fmt.value, precision, self._reference, candidate, self._photos, self._random,
-            self.request.tolerances[precision],
-        )
+        with closing(load_runner(fmt, artifact, spec=self.spec, device=self.request.device)) as candidate:
+            report = compare(
+                fmt.value, precision, self._reference, candidate, self._photos, self._random,
+                self.request.tolerances[precision],
+            )
         log.info("%s validation: max|diff| %.2e, %s", fmt.value, report.max_abs, "ok" if report.ok else "FAILED")
         return report
 

@@ -1,24 +1,23 @@
 """Check an exported artifact, reloaded from disk, against the eager model.
 
-Validation collects every failure (NaN/inf, max |difference| over the bound, top-k order or
-top-1 disagreement on real photos) into a report and only then raises.
+Both run through :mod:`resnext_triton.runners`. Validation collects every failure (NaN/inf,
+max |difference| over the bound, top-k order or top-1 disagreement on real photos) into a report
+and only then raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from resnext_triton.exporters import ValidationError
-from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.spec import ModelSpec
 
-Runner = Callable[[np.ndarray], np.ndarray]
+BatchFn = Callable[[np.ndarray], np.ndarray]
+"""Anything that maps a float32 batch to float32 logits: a :class:`resnext_triton.runners.Runner`."""
 
 
 @dataclass(frozen=True)
@@ -85,66 +84,15 @@ class ValidationReport:
         }
 
 
-def eager_runner(model: nn.Module, device: str = "cpu") -> Runner:
-    """Run the eager model in FP32 (the reference)."""
-    model = model.eval().to(device)
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
-
-    return run
-
-
-def torchscript_runner(path: Path, device: str = "cpu") -> Runner:
-    """Reload a TorchScript file and run it with the dtype and layout it was traced with."""
-    module = torch.jit.load(str(path), map_location=device).eval()
-    dtype = next((p.dtype for p in module.parameters()), None)
-    if dtype is None:  # frozen modules hold constants, not parameters
-        dtype = torch.float16 if "Half" in str(module.graph) else torch.float32
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(device=device, dtype=dtype)
-            return module(x).float().cpu().numpy()
-
-    return run
-
-
-def onnx_runner(path: Path, device: str = "cpu") -> Runner:
-    """Reload an ONNX model in an ONNX Runtime session (CUDA provider on ``cuda``)."""
-    import onnxruntime as ort
-
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), providers=providers)
-    name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
-
-    return run
-
-
-def artifact_runner(fmt: Format, path: Path, spec: ModelSpec, device: str = "cpu") -> Runner:
-    """A runner for an artifact on disk."""
-    if fmt is Format.TORCHSCRIPT:
-        return torchscript_runner(path, device)
-    if fmt is Format.ONNX:
-        return onnx_runner(path, device)
-    from resnext_triton.exporters.onnx2trt import TensorRTRunner
-
-    return TensorRTRunner(path, spec)
-
-
-def _run_batched(runner: Runner, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
+def _run_batched(runner: BatchFn, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
     return np.concatenate([runner(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
 
 
 def compare(
     name: str,
     precision: str,
-    reference: Runner,
-    candidate: Runner,
+    reference: BatchFn,
+    candidate: BatchFn,
     photos: np.ndarray,
     random_inputs: np.ndarray,
     tolerance: Tolerance | None = None,
