@@ -114,7 +114,7 @@ class Preprocessing:
             values = tuple(float(v) for v in get(name).split(","))
             if len(values) != 3:
                 raise ValueError(f"{PARAMETER_PREFIX}{name} needs three values, got {get(name)!r}")
-            return values  # type: ignore[return-value]
+            return values
 
         layout = params.get(PARAMETER_PREFIX + "layout", "NCHW")
         if layout != "NCHW":

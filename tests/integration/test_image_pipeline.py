@@ -185,3 +185,32 @@ def test_readme_curl_command(triton_server, photos, tmp_path):
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert [o["name"] for o in answer["outputs"]] == ["OUTPUT__0"] and len(answer["outputs"][0]["data"]) == 5
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_classify_cli_sends_files_to_the_pipeline(triton_server, photos, tmp_path, protocol, capsys):
+    """classify.py --pipeline: same top-5 as the tensor endpoint, per-input errors, JSON lines, exit codes."""
+    from resnext_triton.client.cli import EXIT_INPUT_FAILED, main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in photos[:3]:
+        (folder / Path(p).name).write_bytes(Path(p).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    url = triton_server.http_address if protocol == "http" else triton_server.grpc_url
+    code = main([str(folder), "-u", url, "-i", protocol, "--pipeline", "--json", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == EXIT_INPUT_FAILED, captured.err
+    assert f"model {ensemble_name(triton_server.spec, Format.ONNX)}" in captured.err
+    assert "encoded files, preprocessed on the server" in captured.err
+    rows = {Path(r["input"]).name: r for r in map(json.loads, captured.out.splitlines())}
+    assert "broken.jpg" in rows and rows["broken.jpg"]["error"] and "image" in rows["broken.jpg"]["error"]
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    try:
+        for p in photos[:3]:
+            row = rows[Path(p).name]
+            pixels = preprocess_bytes(Path(p).read_bytes(), triton_server.spec.preprocessing)[None]
+            direct = infer_tensor(client, triton_server.spec.model_name(Format.ONNX), pixels)[0]
+            assert [pred["class_id"] for pred in row["predictions"]] == list(np.argsort(-direct)[:5])
+    finally:
+        client.close()

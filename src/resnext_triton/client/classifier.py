@@ -73,6 +73,8 @@ class TritonClassifier:
         max_pixels: per-image pixel limit (decompression bombs are refused).
         url_timeout_s: seconds allowed to download one URL input.
         workers: decoding/preprocessing threads (default: CPU count, at most 8).
+        pipeline: send encoded files to the model's image pipeline (``<model>_image``), which
+            preprocesses on the server; a model whose input is UINT8 bytes is one already.
 
     Raises:
         ValueError: for an unknown protocol or a non-positive timeout.
@@ -92,6 +94,7 @@ class TritonClassifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         url_timeout_s: float = DEFAULT_URL_TIMEOUT_S,
         workers: int | None = None,
+        pipeline: bool = False,
     ):
         if timeout_s <= 0 or request_timeout_s <= 0 or url_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
@@ -111,7 +114,7 @@ class TritonClassifier:
         self._transport: Transport = make_transport(
             protocol, self.url, timeout_s=timeout_s, request_timeout_s=request_timeout_s
         )
-        self._discovery = ModelDiscovery(self._transport, self.spec, model)
+        self._discovery = ModelDiscovery(self._transport, self.spec, model, pipeline=pipeline)
         self._info: ModelInfo | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -235,7 +238,7 @@ class TritonClassifier:
         prepare = partial(
             prepare_input,
             info=info,
-            preprocessing=self.spec.preprocessing,
+            preprocessing=info.preprocessing or self.spec.preprocessing,
             max_pixels=self.max_pixels,
             url_timeout_s=self.url_timeout_s,
         )
@@ -267,6 +270,10 @@ class TritonClassifier:
             ModelNotReady: if the model is missing, not ready or not a usable classifier.
         """
         info = self.model_info
+        if info.takes_bytes:  # files differ in size: one per request, batched on the server
+            if batch_size not in (None, 1):
+                logger.info("the image pipeline takes one file per request; the server batches them (not -b)")
+            return 1
         if batch_size is None:
             return min(DEFAULT_BATCH_SIZE, info.max_batch_size) if info.batching else 1
         if batch_size < 1:

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model name (default: a ready ResNeXt model from the server's repository index, ONNX first)",
     )
     server.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="send the encoded files to the model's image pipeline (<model>_image), which preprocesses on "
+        "the server (automatic when -m names a model that takes encoded files)",
+    )
+    server.add_argument(
         "--timeout",
         type=_positive_float,
         default=DEFAULT_TIMEOUT_S,
@@ -197,6 +203,11 @@ def format_json(result: ClassificationResult) -> str:
 
 
 def _describe_model(info: ModelInfo, clf: TritonClassifier) -> str:
+    if info.takes_bytes:
+        return (
+            f"model {info.name} ({clf.model_selection}) at {clf.url} over {clf.protocol}: "
+            f"{info.input_name} UINT8 encoded files, preprocessed on the server, max_batch_size {info.max_batch_size}"
+        )
     shape = "x".join(map(str, info.input_shape))
     return (
         f"model {info.name} ({clf.model_selection}) at {clf.url} over {clf.protocol}: "
@@ -218,6 +229,7 @@ def _run(args: argparse.Namespace, sources: list[Source], out: TextIO, err: Text
         max_pixels=args.max_pixels,
         url_timeout_s=args.url_timeout,
         workers=args.workers,
+        pipeline=args.pipeline,
     ) as clf:
         info = clf.wait_until_ready()
         if not args.quiet:

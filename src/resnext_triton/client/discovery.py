@@ -17,15 +17,17 @@ import numpy as np
 
 from resnext_triton.client.errors import ClientError, ModelNotReady, ServerUnavailable
 from resnext_triton.client.transport import Transport
-from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.spec import Format, ModelSpec, Preprocessing
 
 logger = logging.getLogger(__name__)
 
 MODEL_PREFERENCE = (Format.ONNX, Format.TORCHSCRIPT, Format.TENSORRT)
 """The order in which a ready model is picked when none is named (FP32 formats first)."""
 
-NUMPY_DTYPES = {"FP32": np.float32, "FP16": np.float16}
-"""The input datatypes the client can send, as numpy dtypes."""
+NUMPY_DTYPES = {"FP32": np.float32, "FP16": np.float16, "UINT8": np.uint8}
+"""The input datatypes the client can send, as numpy dtypes (UINT8: encoded files for an image pipeline)."""
+PIPELINE_SUFFIX = "_image"
+"""An image pipeline (ensemble) is named after the model it stands in front of, plus this suffix."""
 _LAYOUTS = {"FORMAT_NCHW": "NCHW", "FORMAT_NHWC": "NHWC"}
 
 
@@ -42,6 +44,10 @@ class ModelInfo:
     output_name: str
     num_classes: int | None
     server_labels: bool
+    takes_bytes: bool = False
+    """An image pipeline: the input is the encoded file (UINT8 [bytes]), preprocessed on the server."""
+    preprocessing: Preprocessing | None = None
+    """The preprocessing the model declares in its config parameters (None: it declares none)."""
 
     @property
     def batching(self) -> bool:
@@ -49,18 +55,20 @@ class ModelInfo:
         return self.max_batch_size > 0
 
 
-def pick_model(index: list[dict[str, Any]], spec: ModelSpec) -> str | None:
-    """The preferred ready ResNeXt model of a repository index, or None."""
+def pick_model(index: list[dict[str, Any]], spec: ModelSpec, *, pipeline: bool = False) -> str | None:
+    """The preferred ready ResNeXt model of a repository index (its image pipeline if asked), or None."""
+    suffix = PIPELINE_SUFFIX if pipeline else ""
     ready = sorted({str(m.get("name")) for m in index if m.get("state") == "READY"})
-    preferred = [spec.model_name(fmt) for fmt in MODEL_PREFERENCE]
+    ready = [name for name in ready if name.endswith(PIPELINE_SUFFIX) == pipeline]
+    preferred = [spec.model_name(fmt) + suffix for fmt in MODEL_PREFERENCE]
     for name in preferred:
         if name in ready:
             return name
     for fmt in MODEL_PREFERENCE:
         for name in ready:
-            if "resnext" in name.lower() and name.endswith(fmt.model_suffix):
+            if "resnext" in name.lower() and name.endswith(fmt.model_suffix + suffix):
                 return name
-    others = [name for name in ready if "resnext" in name.lower()]
+    others = [name for name in ready if "resnext" in name.lower() and not name.endswith("_preprocess")]
     return others[0] if others else None
 
 
@@ -83,11 +91,15 @@ class ModelDiscovery:
         transport: the connection to the server (its ``url`` and ``protocol`` name it in messages).
         spec: the model spec: the model names to prefer, the crop size, the output name.
         model: the model name; ``None`` picks a ready ResNeXt model.
+        pipeline: use the image pipeline (``<model>_image``) of the named or picked model.
     """
 
-    def __init__(self, transport: Transport, spec: ModelSpec, model: str | None):
+    def __init__(self, transport: Transport, spec: ModelSpec, model: str | None, *, pipeline: bool = False):
         self._transport = transport
         self.spec = spec
+        self.pipeline = pipeline
+        if pipeline and model and not model.endswith(PIPELINE_SUFFIX):
+            model += PIPELINE_SUFFIX
         self.requested_model = model
         self.selection = "as requested" if model else "not yet picked"
         """How the model was chosen: as requested, from the repository index, or by probing names."""
@@ -138,7 +150,9 @@ class ModelDiscovery:
         url = self._transport.url
         index = self._transport.repository_index() if self.requested_model is None else None
         if self.requested_model is None:
-            picked = pick_model(index, self.spec) if index is not None else self._probe_preferred()
+            picked = (
+                pick_model(index, self.spec, pipeline=self.pipeline) if index is not None else self._probe_preferred()
+            )
             self.selection = (
                 "picked from the repository index"
                 if index is not None
@@ -159,8 +173,9 @@ class ModelDiscovery:
 
     def _probe_preferred(self) -> str | None:
         """The first ready model among the spec's names (when the repository index is restricted)."""
+        suffix = PIPELINE_SUFFIX if self.pipeline else ""
         for fmt in MODEL_PREFERENCE:
-            name = self.spec.model_name(fmt)
+            name = self.spec.model_name(fmt) + suffix
             if self._transport.model_ready(name):
                 return name
         return None
@@ -199,9 +214,13 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
     tensor = inputs[0]
     datatype = str(tensor.get("datatype", ""))
     if datatype not in NUMPY_DTYPES:
-        raise ModelNotReady(f"model {model} takes {datatype} input; the client sends FP32 or FP16")
+        raise ModelNotReady(f"model {model} takes {datatype} input; the client sends FP32, FP16 or encoded files")
     max_batch = int(config.get("max_batch_size", 0) or 0)
     shape = [int(d) for d in tensor.get("shape", [])]
+    served = _declared_preprocessing(model, config)
+    crop = (served or spec.preprocessing).crop
+    if datatype == "UINT8":
+        return _pipeline_info(model, tensor, shape, max_batch, outputs, config, spec, served)
     if max_batch > 0 and len(shape) == 4:
         shape = shape[1:]
     if len(shape) != 3:
@@ -212,20 +231,13 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
     if not layout:
         raise ModelNotReady(f"model {model} input shape {shape} has no 3-channel axis and format {fmt}")
     channels, height, width = (shape[0], shape[1], shape[2]) if layout == "NCHW" else (shape[2], shape[0], shape[1])
-    crop = spec.preprocessing.crop
     if channels != 3 or height not in (-1, crop) or width not in (-1, crop):
         raise ModelNotReady(
             f"model {model} expects {layout} {shape}, but the preprocessing gives 3x{crop}x{crop} "
             "(resnext_triton.spec.Preprocessing)"
         )
     full: tuple[int, int, int] = (3, crop, crop) if layout == "NCHW" else (crop, crop, 3)
-    names = [str(o.get("name")) for o in outputs]
-    output_name = spec.output_name if spec.output_name in names else names[0]
-    out_meta = outputs[names.index(output_name)]
-    out_shape = [int(d) for d in out_meta.get("shape", [])]
-    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 0 else None
-    config_outputs = {str(o.get("name")): o for o in config.get("output") or []}
-    server_labels = bool(config_outputs.get(output_name, {}).get("label_filename"))
+    output_name, num_classes, server_labels = _output(outputs, config, spec)
     return ModelInfo(
         name=model,
         input_name=str(tensor["name"]),
@@ -236,4 +248,66 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
         output_name=output_name,
         num_classes=num_classes,
         server_labels=server_labels,
+        preprocessing=served,
+    )
+
+
+def _declared_preprocessing(model: str, config: dict[str, Any]) -> Preprocessing | None:
+    """The preprocessing a model's config parameters declare; None (with a warning) if none.
+
+    Raises:
+        ModelNotReady: if the declared parameters are malformed.
+    """
+    params = {str(k): str((v or {}).get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+    try:
+        served = Preprocessing.from_parameters(params)
+    except ValueError as exc:
+        raise ModelNotReady(f"model {model}: {exc}") from exc
+    if served is None:
+        logger.warning("model %s declares no preprocessing parameters; using the default spec", model)
+    return served
+
+
+def _output(outputs: list[dict[str, Any]], config: dict[str, Any], spec: ModelSpec) -> tuple[str, int | None, bool]:
+    """(output name, class count if known, whether the server holds its labels)."""
+    names = [str(o.get("name")) for o in outputs]
+    output_name = spec.output_name if spec.output_name in names else names[0]
+    out_shape = [int(d) for d in outputs[names.index(output_name)].get("shape", [])]
+    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 0 else None
+    config_outputs = {str(o.get("name")): o for o in config.get("output") or []}
+    return output_name, num_classes, bool(config_outputs.get(output_name, {}).get("label_filename"))
+
+
+def _pipeline_info(
+    model: str,
+    tensor: dict[str, Any],
+    shape: list[int],
+    max_batch: int,
+    outputs: list[dict[str, Any]],
+    config: dict[str, Any],
+    spec: ModelSpec,
+    served: Preprocessing | None,
+) -> ModelInfo:
+    """An image pipeline: one encoded file (UINT8 [bytes]) per batch element.
+
+    Raises:
+        ModelNotReady: if the UINT8 input is not one variable-length vector per batch element.
+    """
+    body = shape[1:] if max_batch > 0 else shape
+    if body != [-1]:
+        raise ModelNotReady(f"model {model} takes UINT8 {shape}; an image pipeline takes one encoded file [-1]")
+    crop = (served or spec.preprocessing).crop
+    output_name, num_classes, server_labels = _output(outputs, config, spec)
+    return ModelInfo(
+        name=model,
+        input_name=str(tensor["name"]),
+        datatype="UINT8",
+        layout="",
+        input_shape=(3, crop, crop),
+        max_batch_size=max_batch,
+        output_name=output_name,
+        num_classes=num_classes,
+        server_labels=server_labels,
+        takes_bytes=True,
+        preprocessing=served,
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 from resnext_triton.client.discovery import NUMPY_DTYPES, ModelInfo
 from resnext_triton.client.errors import INPUT_ERRORS, InferenceError
-from resnext_triton.client.inputs import Source, load_source
+from resnext_triton.client.inputs import Source, load_source, load_source_bytes
 from resnext_triton.client.pipeline import Batch, Prepared
 from resnext_triton.client.results import ClassificationResult, parse_classification, top_k_from_logits
 from resnext_triton.client.transport import InferRequest, InferSession
@@ -30,8 +30,15 @@ logger = logging.getLogger(__name__)
 def prepare_input(
     source: Source, info: ModelInfo, preprocessing: Preprocessing, *, max_pixels: int, url_timeout_s: float
 ) -> Prepared:
-    """Decode and preprocess one input into the model's layout and datatype; never raises."""
+    """Decode and preprocess one input into the model's layout and datatype; never raises.
+
+    For an image pipeline (``info.takes_bytes``) the input's encoded file is read and sent as it
+    is: the server decodes and preprocesses it.
+    """
     try:
+        if info.takes_bytes:
+            data = load_source_bytes(source, url_timeout_s=url_timeout_s)
+            return Prepared(source, array=np.frombuffer(data, dtype=np.uint8))
         img = load_source(source, max_pixels=max_pixels, url_timeout_s=url_timeout_s)
         array = preprocess_image(img, preprocessing)
     except INPUT_ERRORS as exc:

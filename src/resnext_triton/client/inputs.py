@@ -8,8 +8,10 @@ belongs to that input alone.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import glob
+import io
 import os
 import re
 import time
@@ -215,13 +217,57 @@ def load_source(
         return open_image(source.data or b"", max_pixels=max_pixels)
     if source.path is None:
         raise FetchError("no path given")
-    try:
+    with _file_errors(source.path):
         return open_image(source.path, max_pixels=max_pixels)
+
+
+def load_source_bytes(
+    source: Source,
+    *,
+    url_timeout_s: float = DEFAULT_URL_TIMEOUT_S,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> bytes:
+    """The encoded file of one source, as the image pipeline on the server takes it (not decoded here).
+
+    An in-memory PIL image is encoded as PNG (lossless).
+
+    Raises:
+        FetchError: if this input cannot be read, is not a regular file, or exceeds ``max_bytes``.
+    """
+    if source.kind is SourceKind.INVALID:
+        raise FetchError(source.error or "invalid input")
+    if source.kind is SourceKind.IMAGE:
+        if source.image is None:
+            raise FetchError("no image given")
+        buf = io.BytesIO()
+        upright(source.image).save(buf, "PNG")
+        return buf.getvalue()
+    if source.kind is SourceKind.URL:
+        return fetch_url(source.name, timeout_s=url_timeout_s, max_bytes=max_bytes)
+    if source.kind is SourceKind.BYTES:
+        return source.data or b""
+    if source.path is None:
+        raise FetchError("no path given")
+    with _file_errors(source.path):
+        if not source.path.is_file():
+            raise FetchError(f"not a regular file: {source.path}")
+        with open(source.path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FetchError(f"file larger than {max_bytes:,} bytes: {source.path}")
+    return data
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """Turn the OS's errors about reading ``path`` into this input's :class:`FetchError`."""
+    try:
+        yield
     except INPUT_ERRORS:
         raise
     except IsADirectoryError as exc:
-        raise FetchError(f"is a directory: {source.path}") from exc
+        raise FetchError(f"is a directory: {path}") from exc
     except FileNotFoundError as exc:
-        raise FetchError(f"no such file: {source.path}") from exc
+        raise FetchError(f"no such file: {path}") from exc
     except OSError as exc:
-        raise FetchError(f"cannot read {source.path}: {exc.strerror or exc}") from exc
+        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
