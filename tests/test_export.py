@@ -37,6 +37,7 @@ def test_manifest_records_weights_tools_and_validation(exported_repo):
         assert manifest["weights"] == {"source": "random", "path": None, "sha256": None, "trained": False}
         assert manifest["tools"]["torch"].startswith("2.13")
         assert manifest["validation"]["ok"] is True
+        assert manifest["preprocessing"]["preprocess_crop"] == "224"  # the spec travels with the model
         assert manifest["validation"]["max_abs_diff"] <= 1e-3
         assert (model_dir / "labels.txt").read_text().splitlines()[0] == "n01440764 tench, Tinca tinca"
         assert (model_dir / "configs" / "cpu.pbtxt").is_file()

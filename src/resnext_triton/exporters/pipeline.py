@@ -228,6 +228,7 @@ class Exporter:
             "num_classes": self.spec.num_classes,
             "input": {"name": self.spec.input_name, "shape": list(self.spec.input_shape)},
             "output": {"name": self.spec.output_name, "shape": [self.spec.num_classes]},
+            "preprocessing": self.spec.preprocessing.to_parameters(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "weights": self.weights.describe(),
             "export": details,
