@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from resnext_triton.bench import candidates as cand
+from resnext_triton.bench import cli, machine, perf, perf_csv, report, serving, sweep, sweep_report
 from resnext_triton.bench import config_search as cs
-from resnext_triton.bench import machine, perf, report, serving, sweep
+from resnext_triton.bench.baseline_suite import BaselineReport
 from resnext_triton.bench.baselines import BaselineResult, cycle, model_only
 from resnext_triton.bench.preprocessing import PreprocessTiming
+from resnext_triton.bench.ratios import compute_ratios
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions, parse_pbtxt
 from resnext_triton.triton.repository import write_configs
@@ -50,7 +53,7 @@ def test_parse_csv_and_point(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text(CSV)
     run = perf.PerfRun("m", "grpc", "127.0.0.1:1", batch=1, concurrency=2)
-    point = perf.point_from_csv(run, path)
+    point = perf_csv.point_from_csv(run, path)
     assert point.throughput == pytest.approx(12.3075)
     assert point.p50_ms == pytest.approx(160.343)
     assert point.p95_ms == pytest.approx(168.254)
@@ -63,19 +66,19 @@ def test_parse_csv_and_point(tmp_path: Path) -> None:
 def test_parse_csv_without_data_row(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text(CSV.splitlines()[0] + "\n")
-    with pytest.raises(perf.PerfAnalyzerError, match="no data row"):
-        perf.parse_csv(path)
+    with pytest.raises(perf_csv.PerfAnalyzerError, match="no data row"):
+        perf_csv.parse_csv(path)
 
 
 def test_unstable_point_from_windows() -> None:
     run = perf.PerfRun("m", "http", "127.0.0.1:1", batch=4, concurrency=1)
-    assert [round(t, 2) for t, _, _ in perf.parse_passes(UNSTABLE_OUTPUT)] == [5.97, 3.98, 4.5, 3.99]
-    point = perf.point_from_passes(run, UNSTABLE_OUTPUT)
+    assert [round(t, 2) for t, _, _ in perf_csv.parse_passes(UNSTABLE_OUTPUT)] == [5.97, 3.98, 4.5, 3.99]
+    point = perf_csv.point_from_passes(run, UNSTABLE_OUTPUT)
     assert point is not None and not point.stable and point.ok
     assert point.throughput == pytest.approx(3.99059)  # median of the last three windows
     assert point.p95_ms == pytest.approx(870.0)
     assert point.p50_ms is None and "unstable" in point.note
-    assert perf.point_from_passes(run, "Failed to obtain stable measurement.") is None
+    assert perf_csv.point_from_passes(run, "Failed to obtain stable measurement.") is None
 
 
 def test_run_perf_with_a_fake_binary(tmp_path: Path) -> None:
@@ -130,18 +133,18 @@ def test_input_data_holds_the_real_tensors(tmp_path: Path) -> None:
 
 
 def test_best_point_respects_the_budget() -> None:
-    def pt(c: int, thr: float, p95: float) -> perf.PerfPoint:
-        return perf.PerfPoint("m", "grpc", 1, c, "default", throughput=thr, p95_ms=p95)
+    def pt(c: int, thr: float, p95: float) -> perf_csv.PerfPoint:
+        return perf_csv.PerfPoint("m", "grpc", 1, c, "default", throughput=thr, p95_ms=p95)
 
     points = [pt(1, 10.0, 90.0), pt(2, 12.0, 170.0), pt(4, 12.5, 330.0),
-              perf.PerfPoint("m", "grpc", 1, 8, "default", error="boom")]
-    assert perf.best_point(points).concurrency == 4
-    assert perf.best_point(points, p95_budget_ms=200).concurrency == 2
-    assert perf.best_point(points, p95_budget_ms=50) is None
-    points.append(perf.PerfPoint("m", "grpc", 1, 3, "default", throughput=13.0, p95_ms=190.0, stable=False))
-    assert perf.best_point(points, p95_budget_ms=200).concurrency == 3
-    assert perf.best_point(points, p95_budget_ms=200, prefer_stable=True).concurrency == 2
-    assert perf.best_point(points[-1:], prefer_stable=True).concurrency == 3  # no stable point: take what there is
+              perf_csv.PerfPoint("m", "grpc", 1, 8, "default", error="boom")]
+    assert perf_csv.best_point(points).concurrency == 4
+    assert perf_csv.best_point(points, p95_budget_ms=200).concurrency == 2
+    assert perf_csv.best_point(points, p95_budget_ms=50) is None
+    points.append(perf_csv.PerfPoint("m", "grpc", 1, 3, "default", throughput=13.0, p95_ms=190.0, stable=False))
+    assert perf_csv.best_point(points, p95_budget_ms=200).concurrency == 3
+    assert perf_csv.best_point(points, p95_budget_ms=200, prefer_stable=True).concurrency == 2
+    assert perf_csv.best_point(points[-1:], prefer_stable=True).concurrency == 3  # no stable point: take what there is
 
 
 def test_cuda_runtime_on_library_path() -> None:
@@ -172,30 +175,30 @@ def test_two_urls_for_one_protocol() -> None:
 
 
 def test_argument_types() -> None:
-    assert sweep.int_list("1,2,4,2") == [1, 2, 4]
+    assert cli.int_list("1,2,4,2") == [1, 2, 4]
     for bad in ("0", "a", ""):
         with pytest.raises(argparse.ArgumentTypeError):
-            sweep.int_list(bad)
-    assert sweep.name_list(("grpc", "http"))("HTTP,grpc") == ["http", "grpc"]
+            cli.int_list(bad)
+    assert cli.name_list(("grpc", "http"))("HTTP,grpc") == ["http", "grpc"]
     with pytest.raises(argparse.ArgumentTypeError):
-        sweep.name_list(("grpc", "http"))("udp")
+        cli.name_list(("grpc", "http"))("udp")
     args = sweep.build_parser().parse_args(["-b", "1,8", "-c", "1,2", "--protocols", "grpc", "--no-baselines"])
     assert (args.batch_sizes, args.concurrency, args.protocols, args.no_baselines) == ([1, 8], [1, 2], ["grpc"], True)
 
 
-def _points() -> list[perf.PerfPoint]:
+def _points() -> list[perf_csv.PerfPoint]:
     onnx, ts = ModelSpec().model_name(Format.ONNX), ModelSpec().model_name(Format.TORCHSCRIPT)
     return [
-        perf.PerfPoint(onnx, "grpc", 4, 1, "default", throughput=9.5, p50_ms=400, p95_ms=420, p99_ms=430),
-        perf.PerfPoint(onnx, "grpc", 4, 2, "default", throughput=10.0, p50_ms=790, p95_ms=800, p99_ms=810),
-        perf.PerfPoint(onnx, "http", 4, 1, "default", throughput=9.0, p95_ms=440, stable=False, note="unstable"),
-        perf.PerfPoint(ts, "grpc", 4, 1, "default", throughput=7.0, p50_ms=560, p95_ms=580, p99_ms=590),
-        perf.PerfPoint(ts, "grpc", 4, 2, "default", error="exit 1: boom"),
+        perf_csv.PerfPoint(onnx, "grpc", 4, 1, "default", throughput=9.5, p50_ms=400, p95_ms=420, p99_ms=430),
+        perf_csv.PerfPoint(onnx, "grpc", 4, 2, "default", throughput=10.0, p50_ms=790, p95_ms=800, p99_ms=810),
+        perf_csv.PerfPoint(onnx, "http", 4, 1, "default", throughput=9.0, p95_ms=440, stable=False, note="unstable"),
+        perf_csv.PerfPoint(ts, "grpc", 4, 1, "default", throughput=7.0, p50_ms=560, p95_ms=580, p99_ms=590),
+        perf_csv.PerfPoint(ts, "grpc", 4, 2, "default", error="exit 1: boom"),
     ]
 
 
-def _baselines() -> sweep.BaselineReport:
-    return sweep.BaselineReport(
+def _baselines() -> BaselineReport:
+    return BaselineReport(
         results=[
             BaselineResult("ONNX Runtime in-process", 4, 40, 4.0, [400.0] * 10),
             BaselineResult("torch.hub example (eager + PIL)", 8, 48, 8.0, [1300.0] * 6),
@@ -207,7 +210,7 @@ def _baselines() -> sweep.BaselineReport:
 
 
 def test_ratios() -> None:
-    ratios = {r.key: r for r in sweep.compute_ratios(_points(), _baselines(), ModelSpec(), baseline_batch=8)}
+    ratios = {r.key: r for r in compute_ratios(_points(), _baselines(), ModelSpec(), baseline_batch=8)}
     assert ratios["a/b4"].value == pytest.approx(10.0 / 10.0) and ratios["a/b4"].met
     assert "HTTP 0.90" in ratios["a/b4"].note
     assert ratios["b"].value == pytest.approx(8.0 / 6.0) and ratios["b"].met is False  # 8 img/s vs 6 img/s
@@ -217,7 +220,7 @@ def test_ratios() -> None:
 
 
 def test_ratios_not_measured() -> None:
-    ratios = sweep.compute_ratios([], sweep.BaselineReport(), ModelSpec(), baseline_batch=8)
+    ratios = compute_ratios([], BaselineReport(), ModelSpec(), baseline_batch=8)
     assert {r.key for r in ratios} == {"b", "c", "d"}
     assert all(r.value is None and r.verdict == "not measured" for r in ratios)
 
@@ -225,19 +228,19 @@ def test_ratios_not_measured() -> None:
 def test_summary_and_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     points, base = _points(), _baselines()
-    ratios = sweep.compute_ratios(points, base, ModelSpec(), baseline_batch=8)
+    ratios = compute_ratios(points, base, ModelSpec(), baseline_batch=8)
     meta = {"run": "r1", "command": "python bench/perf_sweep.py -b 4", "machine": machine.machine_info(),
             "load_before": "l0", "load_after": "l1", "photos": ["a.jpg"], "settings": "s", "seconds": 1.0,
             "triton_version": "2.51.0", "perf_analyzer": "Perf Analyzer Version 2.51.0"}
-    sweep.write_results(tmp_path, meta, points, base, ratios, plot=True, echo=lambda _: None)
-    summary = (tmp_path / sweep.SUMMARY_FILE).read_text()
+    sweep_report.write_results(tmp_path, meta, points, base, ratios, plot=True, echo=lambda _: None)
+    summary = (tmp_path / report.SUMMARY_FILE).read_text()
     assert "`python bench/perf_sweep.py -b 4`" in summary
     assert "| resnext101_32x4d_onnx | grpc | default | 4 | 2 | 10.00 | 790.0 | 800.0 | 810.0 |" in summary
     assert "error: exit 1: boom" in summary
     assert "(b) classify.py end to end / torch.hub example loop | 1.33 | >= 1.5 | BELOW goal" in summary
-    png = (tmp_path / sweep.PLOT_FILE).read_bytes()
+    png = (tmp_path / report.PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    data = json.loads((tmp_path / sweep.RESULTS_FILE).read_text())
+    data = json.loads((tmp_path / report.RESULTS_FILE).read_text())
     assert len(data["served"]) == 5 and data["ratios"][0]["key"] == "a/b4"
 
 
@@ -277,10 +280,10 @@ def test_scratch_copy_and_configs_only(tmp_path: Path) -> None:
     """The search rewrites configs in a scratch copy with the exporter CLI; the source stays untouched."""
     source = _exported_like(tmp_path / "repo")
     before = {p.name: p.read_bytes() for p in (source / "config.pbtxt", source / "configs" / "cpu.pbtxt")}
-    scratch = cs.scratch_copy(tmp_path / "repo", source.name, tmp_path / "scratch")
+    scratch = cand.scratch_copy(tmp_path / "repo", source.name, tmp_path / "scratch")
     assert (scratch / "1" / "model.onnx").read_bytes() == b"not really onnx"
-    candidate = cs.Candidate(instances=2, max_batch_size=4, queue_delay_us=3000)
-    cmd = cs.apply_configs(candidate, Format.ONNX, tmp_path / "scratch")
+    candidate = cand.Candidate(instances=2, max_batch_size=4, queue_delay_us=3000)
+    cmd = cand.apply_configs(candidate, Format.ONNX, tmp_path / "scratch")
     assert "--configs-only" in cmd
     cpu = parse_pbtxt((scratch / "configs" / "cpu.pbtxt").read_text())
     assert cpu.max_batch_size == 4 and cpu.instance_group[0].count == 2
@@ -291,8 +294,8 @@ def test_scratch_copy_and_configs_only(tmp_path: Path) -> None:
 
 
 def test_apply_command_and_winner(tmp_path: Path) -> None:
-    candidate = cs.Candidate(2, 8, 5000)
-    text = cs.apply_command(candidate, Format.ONNX, tmp_path / "model_repository")
+    candidate = cand.Candidate(2, 8, 5000)
+    text = cand.apply_command(candidate, Format.ONNX, tmp_path / "model_repository")
     assert text.startswith("python export/export.py --configs-only --formats onnx --out ")
     assert text.endswith("--cpu-instances 2 --max-batch-size 8 --queue-delay-us 5000")
     # the printed command is one the exporter accepts
@@ -302,22 +305,22 @@ def test_apply_command_and_winner(tmp_path: Path) -> None:
     assert parse_pbtxt((tmp_path / "out" / "resnext101_32x4d_onnx" / "configs" / "cpu.pbtxt").read_text()
                        ).max_batch_size == 8
 
-    def result(inst: int, thr: float | None) -> cs.CandidateResult:
-        best = perf.PerfPoint("m", "grpc", 1, 1, "x", throughput=thr, p95_ms=1.0) if thr else None
-        return cs.CandidateResult(cs.Candidate(inst, 4, 0), best=best)
+    def result(inst: int, thr: float | None) -> cand.CandidateResult:
+        best = perf_csv.PerfPoint("m", "grpc", 1, 1, "x", throughput=thr, p95_ms=1.0) if thr else None
+        return cand.CandidateResult(cand.Candidate(inst, 4, 0), best=best)
 
-    assert cs.winner([result(1, 10.0), result(2, 10.0), result(2, 11.0)]).best.throughput == 11.0
-    assert cs.winner([result(2, 10.0), result(1, 10.0)]).candidate.instances == 1  # tie: fewer instances
-    assert cs.winner([result(1, None)]) is None
+    assert cand.winner([result(1, 10.0), result(2, 10.0), result(2, 11.0)]).best.throughput == 11.0
+    assert cand.winner([result(2, 10.0), result(1, 10.0)]).candidate.instances == 1  # tie: fewer instances
+    assert cand.winner([result(1, None)]) is None
     with pytest.raises(ValueError, match="TensorRT"):
-        cs.model_format("resnext101_32x4d_tensorrt_fp16", ModelSpec())
+        cand.model_format("resnext101_32x4d_tensorrt_fp16", ModelSpec())
 
 
 def test_candidates_skip_delays_that_cannot_matter() -> None:
-    grid = cs.candidates([1, 2], [1, 8], [0, 5000])
+    grid = cand.candidates([1, 2], [1, 8], [0, 5000])
     assert [c.label for c in grid] == ["i1-mb1-d0", "i1-mb8-d0", "i1-mb8-d5000", "i2-mb1-d0", "i2-mb8-d0",
                                        "i2-mb8-d5000"]
-    assert [c.label for c in cs.candidates([1], [1], [500])] == ["i1-mb1-d500"]
+    assert [c.label for c in cand.candidates([1], [1], [500])] == ["i1-mb1-d500"]
 
 
 def test_cli_help() -> None:

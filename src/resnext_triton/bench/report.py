@@ -1,55 +1,31 @@
-"""Markdown tables and the throughput-vs-p95-latency plot of a benchmark run."""
+"""Markdown tables, the throughput-vs-p95-latency plot and the file names of a benchmark run."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from resnext_triton.bench.baselines import BaselineResult
-from resnext_triton.bench.perf import PerfPoint
+from resnext_triton.bench.perf_csv import PerfPoint
+
+if TYPE_CHECKING:
+    from resnext_triton.bench.ratios import Ratio
+
+PLOT_FILE = "throughput_vs_p95.png"
+SUMMARY_FILE = "summary.md"
+RESULTS_FILE = "results.json"
 
 
-@dataclass(frozen=True)
-class Ratio:
-    """A measured ratio against its goal: ``numerator / denominator``."""
-
-    key: str
-    title: str
-    value: float | None
-    goal: float | None
-    numerator: str
-    denominator: str
-    note: str = ""
-
-    @property
-    def met(self) -> bool | None:
-        """Whether the goal is met (None when there is no goal or the ratio could not be measured)."""
-        return None if self.value is None or self.goal is None else self.value >= self.goal
-
-    @property
-    def verdict(self) -> str:
-        """``met``, ``BELOW goal``, ``no goal`` or ``not measured``."""
-        if self.value is None:
-            return "not measured"
-        if self.goal is None:
-            return "no goal"
-        return "met" if self.met else "BELOW goal"
-
-    def line(self) -> str:
-        """One console line."""
-        value = "n/a" if self.value is None else f"{self.value:.2f}"
-        goal = "no goal" if self.goal is None else f"goal >= {self.goal:g}: {self.verdict}"
-        note = f"  ({self.note})" if self.note else ""
-        return f"({self.key}) {self.title}: {value}  [{goal}]  {self.numerator} / {self.denominator}{note}"
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict."""
-        return {**asdict(self), "met": self.met}
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON (values JSON does not know, such as paths, as strings)."""
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def _f(value: float | None, digits: int = 1) -> str:
+def number(value: float | None, digits: int = 1) -> str:
+    """``value`` with ``digits`` decimals, or ``-`` when there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -75,8 +51,9 @@ def served_table(points: Sequence[PerfPoint]) -> str:
     rows = []
     for p in sorted(points, key=lambda p: (p.config, p.model, p.protocol, p.batch, p.concurrency)):
         status = f"error: {p.error}" if not p.ok else ("yes" if p.stable else "no (median of last 3 windows)")
-        rows.append([p.model, p.protocol, p.config, str(p.batch), str(p.concurrency), _f(p.throughput, 2),
-                     _f(p.p50_ms), _f(p.p95_ms), _f(p.p99_ms), _f(p.server_queue_ms), _f(p.server_infer_ms), status])
+        rows.append([p.model, p.protocol, p.config, str(p.batch), str(p.concurrency), number(p.throughput, 2),
+                     number(p.p50_ms), number(p.p95_ms), number(p.p99_ms), number(p.server_queue_ms),
+                     number(p.server_infer_ms), status])
     header = ["model", "protocol", "config", "batch", "concurrency", "img/s", "p50 ms", "p95 ms", "p99 ms",
               "server queue ms", "server infer ms", "stable"]
     return markdown_table(header, rows)
@@ -84,8 +61,8 @@ def served_table(points: Sequence[PerfPoint]) -> str:
 
 def baseline_table(results: Sequence[BaselineResult]) -> str:
     """In-process baselines: one row per baseline and batch size."""
-    rows = [[r.name, str(r.batch), str(r.images), _f(r.seconds, 2), _f(r.throughput, 2), _f(r.percentile_ms(50)),
-             _f(r.percentile_ms(95)), r.note or "-"] for r in results]
+    rows = [[r.name, str(r.batch), str(r.images), number(r.seconds, 2), number(r.throughput, 2),
+             number(r.percentile_ms(50)), number(r.percentile_ms(95)), r.note or "-"] for r in results]
     return markdown_table(["baseline", "batch", "images", "seconds", "img/s", "p50 ms/batch", "p95 ms/batch", "note"],
                           rows)
 
@@ -94,8 +71,8 @@ def ratio_table(ratios: Sequence[Ratio]) -> str:
     """The ratios against their goals."""
     rows = []
     for r in ratios:
-        rows.append([f"({r.key}) {r.title}", _f(r.value, 2), "-" if r.goal is None else f">= {r.goal:g}", r.verdict,
-                     f"{r.numerator} / {r.denominator}" + (f"; {r.note}" if r.note else "")])
+        rows.append([f"({r.key}) {r.title}", number(r.value, 2), "-" if r.goal is None else f">= {r.goal:g}",
+                     r.verdict, f"{r.numerator} / {r.denominator}" + (f"; {r.note}" if r.note else "")])
     return markdown_table(["ratio", "measured", "goal", "verdict", "how"], rows)
 
 

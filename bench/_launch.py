@@ -1,0 +1,20 @@
+"""What the launchers in this folder share: run a ``resnext_triton.bench`` command from a checkout.
+
+The package is imported as installed, or from ``src/`` beside this folder when it is not.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def run(module: str) -> int:
+    """Call ``main()`` of ``module`` (a dotted name in ``resnext_triton.bench``); returns its exit status."""
+    if importlib.util.find_spec("resnext_triton") is None and SRC.is_dir():
+        sys.path.insert(0, str(SRC))
+    return int(importlib.import_module(module).main())
