@@ -10,7 +10,7 @@
 # then the NGC Triton image starts on the GPU; deploy.sh waits for its health check and fails fast
 # when it exits or restarts.
 # Local mode (anything else, e.g. a CPU-only host): the pip-installed Triton of .venv through
-# `python -m resnext_triton.triton.server`, with CPU stand-ins for the onnxruntime/pytorch backends.
+# `python -m resnext_triton.triton.local`, with CPU stand-ins for the onnxruntime/pytorch backends.
 # If the repository holds no exported model, local mode runs the exporter first.
 #
 # Environment: RESNEXT_TRITON_MODEL_REPOSITORY (default ./model_repository),
@@ -164,7 +164,7 @@ need_python() {
 }
 
 server() {
-  run "$PYTHON" -m resnext_triton.triton.server --state-dir "$STATE_DIR" "$@"
+  run "$PYTHON" -m resnext_triton.triton.local --state-dir "$STATE_DIR" "$@"
 }
 
 export_if_needed() {

@@ -1,4 +1,5 @@
-"""The CPU stand-in backends (backends/*/model.py) outside Triton, with a fake triton_python_backend_utils.
+"""The CPU stand-in backends (backends/*/model.py on their shared base) outside Triton, with a fake
+triton_python_backend_utils.
 
 Small models keep these fast; the real thing runs in tests/integration/test_server.py.
 """
@@ -15,6 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from resnext_triton.triton.local.install import STANDIN_BASE, install_standins
+
+BASE = STANDIN_BASE.removesuffix(".py")  # the module name model.py imports the base by
+BACKENDS = resources.files("resnext_triton.triton").joinpath("backends")
 FEATURES = (3, 4, 4)
 CLASSES = 5
 
@@ -78,14 +83,34 @@ def _fake_pb_utils() -> types.ModuleType:
     return module
 
 
-def load_backend(name: str, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """Import backends/<name>/model.py as Triton's stub would (it sees only triton_python_backend_utils)."""
+@pytest.fixture(autouse=True)
+def standin_imports(monkeypatch: pytest.MonkeyPatch):
+    """The fake triton_python_backend_utils; each test imports the base afresh and leaves none behind."""
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
-    source = resources.files("resnext_triton.triton").joinpath("backends", name, "model.py")
-    spec = importlib.util.spec_from_file_location(f"standin_{name}", str(source))
+    sys.modules.pop(BASE, None)
+    yield
+    sys.modules.pop(BASE, None)
+
+
+def load_backend(name: str, monkeypatch: pytest.MonkeyPatch, backends: Path | None = None) -> types.ModuleType:
+    """Import <backends>/<name>/model.py as Triton's stub would: its directory first on sys.path.
+
+    ``backends`` is a directory the launcher prepared (the base file beside each model.py); by
+    default the package's own backends/ folder, where the one base file sits above the stand-ins.
+    """
+    if backends is None:
+        backends = Path(str(BACKENDS))
+        monkeypatch.syspath_prepend(str(backends))
+    monkeypatch.syspath_prepend(str(backends / name))
+    spec = importlib.util.spec_from_file_location(f"standin_{name}", str(backends / name / "model.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def base_of(backend: types.ModuleType) -> types.ModuleType:
+    """The shared base module a loaded stand-in imported."""
+    return sys.modules[backend.TritonPythonModel.__mro__[1].__module__]
 
 
 def config(backend: str, filename: str, *, dtype: str = "TYPE_FP32", instances: int = 1, **extra) -> dict:
@@ -186,7 +211,7 @@ class CountingCalls:
 @pytest.mark.parametrize("numpy2", [True, False], ids=["dlpack", "as_numpy"])
 def test_onnxruntime_batches_all_requests_into_one_call(onnx_dir, weights, monkeypatch, numpy2):
     backend = load_backend("onnxruntime", monkeypatch)
-    monkeypatch.setattr(backend, "NUMPY2", numpy2)
+    monkeypatch.setattr(base_of(backend), "NUMPY2", numpy2)
     model = backend.TritonPythonModel()
     model.initialize(args_for(onnx_dir, config("onnxruntime", "model.onnx")))
     counter = CountingCalls(model.session.run, lambda names, feed: feed["INPUT__0"].shape[0])
@@ -241,7 +266,7 @@ def test_onnxruntime_rejects_tensor_names_the_file_lacks(onnx_dir, monkeypatch):
 @pytest.mark.parametrize("numpy2", [True, False], ids=["dlpack", "as_numpy"])
 def test_pytorch_batches_all_requests_into_one_call(torchscript_dir, weights, monkeypatch, numpy2):
     backend = load_backend("pytorch", monkeypatch)
-    monkeypatch.setattr(backend, "NUMPY2", numpy2)
+    monkeypatch.setattr(base_of(backend), "NUMPY2", numpy2)
     model = backend.TritonPythonModel()
     model.initialize(args_for(torchscript_dir, config("pytorch", "model.pt")))
     counter = CountingCalls(model.module, lambda x: x.shape[0])
@@ -290,18 +315,46 @@ def test_pytorch_error_in_the_module_fails_every_request_of_the_batch(torchscrip
 
 @pytest.mark.parametrize("name", ["onnxruntime", "pytorch"])
 def test_thread_counts_split_the_cores_among_instances(name, monkeypatch):
-    backend = load_backend(name, monkeypatch)
-    assert backend.thread_counts(config(name, "x", instances=1), cpus=8) == (8, 1)
-    assert backend.thread_counts(config(name, "x", instances=2), cpus=8) == (4, 1)
-    assert backend.thread_counts(config(name, "x", instances=4), cpus=2) == (1, 1)
+    base = base_of(load_backend(name, monkeypatch))
+    assert base.thread_counts(config(name, "x", instances=1), cpus=8) == (8, 1)
+    assert base.thread_counts(config(name, "x", instances=2), cpus=8) == (4, 1)
+    assert base.thread_counts(config(name, "x", instances=4), cpus=2) == (1, 1)
     params = {"parameters": {"intra_op_thread_count": {"string_value": "3"}}}
     if name == "pytorch":
         params = {"parameters": {"INTRA_OP_THREAD_COUNT": {"string_value": "3"}}}
-    assert backend.thread_counts(config(name, "x", instances=2, **params), cpus=8) == (3, 1)
+    assert base.thread_counts(config(name, "x", instances=2, **params), cpus=8) == (3, 1)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "pytorch"])
+def test_thread_count_spellings_are_read_in_one_order(name, monkeypatch):
+    """Both stand-ins accept both spellings; the lower-case one (onnxruntime backend's) wins over libtorch's."""
+    base = base_of(load_backend(name, monkeypatch))
+    both = {
+        "intra_op_thread_count": {"string_value": "3"},
+        "INTRA_OP_THREAD_COUNT": {"string_value": "5"},
+        "inter_op_thread_count": {"string_value": ""},
+        "INTER_OP_THREAD_COUNT": {"string_value": "2"},
+    }
+    assert base.thread_counts(config(name, "x", parameters=both), cpus=8) == (3, 2)
+
+
+def test_both_standins_share_one_base_class(tmp_path, monkeypatch):
+    """Loaded side by side from a prepared backend directory, both are thin subclasses of ONE base class."""
+    backends = install_standins(tmp_path / "backends")
+    onnxruntime = load_backend("onnxruntime", monkeypatch, backends)
+    pytorch = load_backend("pytorch", monkeypatch, backends)
+    base = sys.modules[BASE]
+    assert Path(base.__file__).parent.parent == backends
+    for backend in (onnxruntime, pytorch):
+        assert backend.TritonPythonModel.__mro__[1] is base.StandinModel
+        assert issubclass(backend.TritonPythonModel, base.StandinModel)
+    assert onnxruntime.TritonPythonModel is not pytorch.TritonPythonModel
+    for name in ("onnxruntime", "pytorch"):  # the launcher copies the one base file beside each model.py
+        assert (backends / name / STANDIN_BASE).read_bytes() == BACKENDS.joinpath(STANDIN_BASE).read_bytes()
 
 
 def test_standins_import_nothing_from_the_package():
-    for name in ("onnxruntime", "pytorch"):
-        text = resources.files("resnext_triton.triton").joinpath("backends", name, "model.py").read_text()
+    for parts in (("onnxruntime", "model.py"), ("pytorch", "model.py"), (STANDIN_BASE,)):
+        text = BACKENDS.joinpath(*parts).read_text()
         imports = [line for line in text.splitlines() if line.lstrip().startswith(("import ", "from "))]
         assert imports and not [line for line in imports if "resnext_triton" in line]

@@ -12,8 +12,8 @@ import pytest
 
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions
+from resnext_triton.triton.local import free_port
 from resnext_triton.triton.repository import write_configs
-from resnext_triton.triton.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy.sh"
@@ -84,7 +84,7 @@ def test_empty_repository_is_exported_first_with_the_given_weights(env):
         "export/export.py --weights random --formats torchscript\\,onnx --out " + env["RESNEXT_TRITON_MODEL_REPOSITORY"]
         in export
     )
-    assert "-m resnext_triton.triton.server --state-dir " + env["RESNEXT_TRITON_STATE_DIR"] + " start" in start
+    assert "-m resnext_triton.triton.local --state-dir " + env["RESNEXT_TRITON_STATE_DIR"] + " start" in start
     assert "--host 127.0.0.1 --http-port 18080 --grpc-port 8001 --metrics-port 8002 --timeout 180" in start
     assert "holds no exported model" in result.stdout
 
@@ -93,7 +93,7 @@ def test_exported_repository_is_not_exported_again(env):
     fake_exported(Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"]))
     result = deploy("up", "--local", "--dry-run", env=env)
     assert result.returncode == 0
-    assert "export.py" not in result.stdout and "resnext_triton.triton.server" in result.stdout
+    assert "export.py" not in result.stdout and "resnext_triton.triton.local" in result.stdout
 
 
 def test_busy_port_is_reported_before_starting(env):

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from resnext_triton.spec import Format, ModelSpec
-from resnext_triton.triton import server as srv
+from resnext_triton.triton import local as srv
 from resnext_triton.triton.config import ServingOptions
+from resnext_triton.triton.local import errors, launch
+from resnext_triton.triton.local import install as triton_install
 from resnext_triton.triton.repository import write_configs
 
 
@@ -49,13 +51,13 @@ def test_finds_the_wheel_installation_and_its_stub():
 
 def test_missing_libpython_is_a_clear_dependency_error(monkeypatch):
     install = srv.find_installation()
-    monkeypatch.setattr(srv, "missing_libraries", lambda binary, env: ["libpython3.11.so.1.0"])
+    monkeypatch.setattr(triton_install, "missing_libraries", lambda binary, env: ["libpython3.11.so.1.0"])
     with pytest.raises(srv.DependencyError, match=r"libpython3\.11\.so\.1\.0.*apt-get install libpython"):
         srv.check_dependencies(install, {})
 
 
 def test_missing_wheel_is_a_clear_dependency_error(monkeypatch):
-    monkeypatch.setattr(srv.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(triton_install.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(srv.DependencyError, match="nvidia-pytriton"):
         srv.find_installation()
 
@@ -69,6 +71,7 @@ def test_backend_directory_holds_python_backend_stub_and_standins(tmp_path):
     assert os.access(stub, os.X_OK) and stub.stat().st_size == install.stub.stat().st_size
     for name in ("onnxruntime", "pytorch"):
         assert "class TritonPythonModel" in (backends / name / "model.py").read_text()
+        assert "class StandinModel" in (backends / name / "_resnext_standin.py").read_text()  # the shared base
     assert srv.prepare_backends(tmp_path, install) == backends  # idempotent
 
 
@@ -135,15 +138,15 @@ def test_repository_without_cpu_models_is_refused(tmp_path):
 def test_model_selection_skips_tensorrt_and_unknown_names(tmp_path, caplog):
     repo = fake_repo(tmp_path / "repo")
     config = srv.ServerConfig(repo=repo, state_dir=tmp_path)
-    with caplog.at_level("INFO", logger="resnext_triton.triton.server"):
-        load, skipped = srv._choose_models(config)
+    with caplog.at_level("INFO", logger="resnext_triton.triton.local"):
+        load, skipped = launch.choose_models(config)
     assert load == ["resnext101_32x4d_onnx", "resnext101_32x4d_torchscript"]
     assert list(skipped) == ["resnext101_32x4d_tensorrt_fp16"]
     assert "not loading resnext101_32x4d_tensorrt_fp16: TensorRT plan needs a GPU" in caplog.text
     only = srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("resnext101_32x4d_onnx",))
-    assert srv._choose_models(only)[0] == ["resnext101_32x4d_onnx"]
+    assert launch.choose_models(only)[0] == ["resnext101_32x4d_onnx"]
     with pytest.raises(srv.NoModelsError, match="nope: not in the repository"):
-        srv._choose_models(srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("nope",)))
+        launch.choose_models(srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("nope",)))
 
 
 def test_log_of_a_failed_load_names_the_model(tmp_path):
@@ -154,14 +157,14 @@ def test_log_of_a_failed_load_names_the_model(tmp_path):
         'TritonModelException: m_onnx: cannot load /r/m_onnx/1/model.onnx: INVALID_PROTOBUF\\n\\nAt:\\n  x"\n'
         "error: creating server: Invalid argument - load failed for model 'm_onnx'\n"
     )
-    error = srv._failure_from_log(log, ["m_onnx", "m_ts"])
+    error = errors.failure_from_log(log, ["m_onnx", "m_ts"])
     assert isinstance(error, srv.ModelLoadError)
     assert error.failures == {
         "m_onnx": "Internal: TritonModelException: m_onnx: cannot load /r/m_onnx/1/model.onnx: INVALID_PROTOBUF"
     }
     assert "model failed to load: m_onnx" in str(error) and "creating server" in error.log_tail
     log.write_text("error: creating server: Internal - bad things\n")
-    other = srv._failure_from_log(log, ["m_onnx"])
+    other = errors.failure_from_log(log, ["m_onnx"])
     assert type(other) is srv.ServerExitedError and "bad things" in str(other)
 
 
@@ -215,3 +218,11 @@ def test_parser_documents_defaults():
     start_help = srv.build_parser()._subparsers._group_actions[0].choices["start"].format_help()
     for option in ("--model-repository", "--host", "--http-port", "--grpc-port", "--metrics-port", "--timeout"):
         assert option in start_help
+
+
+def test_module_runs_as_a_command(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnext_triton.triton.local", "--state-dir", str(tmp_path), "status"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == srv.EXIT_NOT_RUNNING and "Triton is not running" in proc.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from resnext_triton.spec import Format, ModelSpec
-from resnext_triton.triton.server import LocalTriton, ServerConfig, ServerError
+from resnext_triton.triton.local import LocalTriton, ServerConfig, ServerError
 
 SERVED_FORMATS = (Format.TORCHSCRIPT, Format.ONNX)
 

@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from resnext_triton.spec import Format
-from resnext_triton.triton import server as srv
+from resnext_triton.triton import local as srv
 from resnext_triton.triton.config import parse_pbtxt
 
 pytestmark = pytest.mark.integration

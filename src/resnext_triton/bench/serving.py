@@ -1,6 +1,6 @@
 """Where the benchmarks send their requests: a local Triton they start, or URLs of a running one.
 
-A local server is started through :class:`resnext_triton.triton.server.LocalTriton` on free
+A local server is started through :class:`resnext_triton.triton.local.LocalTriton` on free
 loopback ports with a private state directory (so it never collides with a server someone else
 runs from the same checkout), and stopped afterwards; its log is copied into the run directory.
 """
@@ -8,18 +8,17 @@ runs from the same checkout), and stopped afterwards; its log is copied into the
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnext_triton.bench.perf import PROTOCOLS
+from resnext_triton.triton.local import probes
 
 LOOPBACK = "127.0.0.1"
+PROBE_TIMEOUT_S = 5.0
 
 
 class EndpointError(ValueError):
@@ -71,32 +70,14 @@ def endpoints_from_urls(urls: Sequence[str]) -> Endpoints:
         found[protocol] = address
     endpoints = Endpoints(urls=found)
     if endpoints.http_base:
-        endpoints.version = _server_version(endpoints.http_base)
+        endpoints.version = probes.server_version(endpoints.http_base, timeout_s=PROBE_TIMEOUT_S)
     return endpoints
-
-
-def _get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), b""
-
-
-def _server_version(http_base: str) -> str:
-    with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-        code, body = _get(f"{http_base}/v2")
-        if code == 200:
-            return str(json.loads(body).get("version", ""))
-    return ""
 
 
 def model_ready(endpoints: Endpoints, model: str) -> bool:
     """Whether ``model`` is ready (asked over HTTP, else over gRPC)."""
     if endpoints.http_base:
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            return _get(f"{endpoints.http_base}/v2/models/{model}/ready")[0] == 200
-        return False
+        return probes.model_ready(endpoints.http_base, model, timeout_s=PROBE_TIMEOUT_S)
     if "grpc" in endpoints.urls:
         import tritonclient.grpc as grpcclient
 
@@ -117,9 +98,9 @@ def local_triton(repo: Path, models: Sequence[str] | None, *, run_dir: Path, tim
     """Start a local Triton on free 127.0.0.1 ports for the ``with`` block, then stop it.
 
     Raises:
-        resnext_triton.triton.server.ServerError: if it cannot start or a model does not load.
+        resnext_triton.triton.local.ServerError: if it cannot start or a model does not load.
     """
-    from resnext_triton.triton.server import LocalTriton, ServerConfig
+    from resnext_triton.triton.local import LocalTriton, ServerConfig
 
     state_dir = Path(tempfile.mkdtemp(prefix="resnext-bench-triton-"))
     config = ServerConfig(repo=repo.resolve(), state_dir=state_dir, host=LOOPBACK, http_port=0, grpc_port=0,
