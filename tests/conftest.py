@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from resnext_triton.samples import sample_photos
@@ -34,15 +35,25 @@ def photos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def exported_repo(tmp_path_factory: pytest.TempPathFactory, photos: list[Path]) -> ExportedRepo:
-    """The full-size ResNeXt101-32x4d (random weights, seed 0) exported to TorchScript and ONNX, validated."""
+    """The full-size ResNeXt101-32x4d exported to TorchScript, ONNX and ONNX INT8, validated.
+
+    Random weights (seed 0) whose BatchNorm statistics are re-estimated on the photos, so that the
+    outputs depend on the input (accuracy and agreement figures then mean something).
+    """
+    import torch
+
     from resnext_triton.exporters.pipeline import Exporter, ExportRequest
+    from resnext_triton.model import recalibrate_batchnorm
+    from resnext_triton.preprocess import preprocess_path
     from resnext_triton.spec import Format, ModelSpec
     from resnext_triton.weights import load_weights
 
     spec = ModelSpec()
     out = tmp_path_factory.mktemp("model_repository")
     weights = load_weights(spec, "random", progress=False, seed=0)
-    request = ExportRequest(spec=spec, formats=(Format.TORCHSCRIPT, Format.ONNX), out=out, photos=tuple(photos))
+    recalibrate_batchnorm(weights.model, torch.from_numpy(np.stack([preprocess_path(p) for p in photos])))
+    formats = (Format.TORCHSCRIPT, Format.ONNX, Format.ONNX_INT8)
+    request = ExportRequest(spec=spec, formats=formats, out=out, photos=tuple(photos))
     results = Exporter(request, weights).run()
     failed = [r.line() for r in results if not r.ok]
     assert not failed, failed

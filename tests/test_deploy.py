@@ -13,7 +13,7 @@ import pytest
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions
 from resnext_triton.triton.local import free_port
-from resnext_triton.triton.repository import write_configs
+from resnext_triton.triton.repository import servable_models, write_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy.sh"
@@ -131,7 +131,10 @@ def test_local_mode_end_to_end(exported_repo, env):
         assert "is ready" in up.stdout and f"HTTP     {http_url}" in up.stdout
         assert f"gRPC     127.0.0.1:{ports[3]}" in up.stdout
         assert f"metrics  http://127.0.0.1:{ports[5]}/metrics" in up.stdout
-        assert "READY    resnext101_32x4d_onnx, resnext101_32x4d_torchscript" in up.stdout
+        ready = next(line for line in up.stdout.splitlines() if line.strip().startswith("READY"))
+        served = servable_models(exported_repo.path, cpu=True)[0]
+        assert sorted(ready.split(None, 1)[1].split(", ")) == sorted(served)
+        assert {"resnext101_32x4d_onnx", "resnext101_32x4d_torchscript", "resnext101_32x4d_onnx_image"} <= set(served)
         assert "export.py" not in up.stdout
 
         status = deploy("status", env=env)

@@ -140,8 +140,15 @@ def test_model_selection_skips_tensorrt_and_unknown_names(tmp_path, caplog):
     config = srv.ServerConfig(repo=repo, state_dir=tmp_path)
     with caplog.at_level("INFO", logger="resnext_triton.triton.local"):
         load, skipped = launch.choose_models(config)
-    assert load == ["resnext101_32x4d_onnx", "resnext101_32x4d_torchscript"]
-    assert list(skipped) == ["resnext101_32x4d_tensorrt_fp16"]
+    # the classifiers, their image pipelines and the shared preprocessing step
+    assert load == [
+        "resnext101_32x4d_onnx",
+        "resnext101_32x4d_onnx_image",
+        "resnext101_32x4d_preprocess",
+        "resnext101_32x4d_torchscript",
+        "resnext101_32x4d_torchscript_image",
+    ]
+    assert list(skipped) == ["resnext101_32x4d_tensorrt_fp16", "resnext101_32x4d_tensorrt_fp16_image"]
     assert "not loading resnext101_32x4d_tensorrt_fp16: TensorRT plan needs a GPU" in caplog.text
     only = srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("resnext101_32x4d_onnx",))
     assert launch.choose_models(only)[0] == ["resnext101_32x4d_onnx"]

@@ -26,6 +26,7 @@ class Format(enum.StrEnum):
 
     TORCHSCRIPT = "torchscript"
     ONNX = "onnx"
+    ONNX_INT8 = "onnx_int8"
     TENSORRT = "tensorrt"
 
     @property
@@ -36,7 +37,7 @@ class Format(enum.StrEnum):
     @property
     def filename(self) -> str:
         """The default model file name Triton's backend looks for."""
-        return {Format.TORCHSCRIPT: "model.pt", Format.ONNX: "model.onnx", Format.TENSORRT: "model.plan"}[self]
+        return {Format.TORCHSCRIPT: "model.pt", Format.TENSORRT: "model.plan"}.get(self, "model.onnx")
 
     @classmethod
     def parse_list(cls, text: str) -> list[Format]:

@@ -10,6 +10,7 @@ import pytest
 
 from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.local import LocalTriton, ServerConfig, ServerError
+from resnext_triton.triton.repository import servable_models
 
 SERVED_FORMATS = (Format.TORCHSCRIPT, Format.ONNX)
 
@@ -24,6 +25,7 @@ class TritonServer:
     repo: Path
     spec: ModelSpec
     models: dict[Format, str]
+    served: list[str]  # every model loaded: classifiers, their image pipelines, the preprocessing step
     admin_headers: dict[str, str]  # HTTP
     grpc_admin_headers: dict[str, str]
     triton: LocalTriton
@@ -63,6 +65,7 @@ def triton_server(exported_repo, tmp_path_factory: pytest.TempPathFactory) -> It
             repo=exported_repo.path,
             spec=spec,
             models={fmt: spec.model_name(fmt) for fmt in SERVED_FORMATS},
+            served=servable_models(exported_repo.path, cpu=True)[0],
             admin_headers=triton.admin_headers,
             grpc_admin_headers=triton.grpc_admin_headers,
             triton=triton,

@@ -80,7 +80,8 @@ def test_server_is_live_and_ready_on_both_protocols(triton_server):
 def test_index_lists_the_loaded_cpu_models(triton_server):
     client = httpclient.InferenceServerClient(triton_server.http_address)
     index = client.get_model_repository_index(headers=triton_server.admin_headers)
-    assert {m["name"]: m["state"] for m in index} == {name: "READY" for name in triton_server.models.values()}
+    assert {m["name"]: m["state"] for m in index} == {name: "READY" for name in triton_server.served}
+    assert set(triton_server.models.values()) < set(triton_server.served)
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
@@ -216,7 +217,7 @@ def test_second_start_reuses_the_running_server(triton_server):
     result = srv.start(triton_server.config)
     assert result.already_running
     assert result.state.pid == triton_server.triton.state.pid
-    assert result.model_states == {name: "READY" for name in triton_server.models.values()}
+    assert result.model_states == {name: "READY" for name in triton_server.served}
     status = srv.status(triton_server.config.state_dir)
     assert status.running and status.ready and status.state is not None
     assert status.state.http_url == triton_server.http_url

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from resnext_triton.exporters import ExportError
+from resnext_triton.exporters.onnx2int8 import CALIBRATION_METHODS
 from resnext_triton.spec import ARCHS, DEFAULT_VARIANT, Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions
 from resnext_triton.triton.repository import write_configs
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--labels", type=Path, help="label file, one class per line (default: the ImageNet classes)")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--formats", default="torchscript,onnx", help="comma-separated: torchscript,onnx,tensorrt")
+    out.add_argument("--formats", default="torchscript,onnx",
+                     help="comma-separated: torchscript,onnx,onnx_int8,tensorrt")
     out.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository directory")
     out.add_argument("--keep", type=int, default=2, help="versions to keep per model (0 keeps all)")
     out.add_argument("--configs-only", action="store_true",
@@ -49,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--channels-last", action="store_true", help="trace TorchScript in channels_last (GPU targets)")
     fmt.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer)")
     fmt.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file (read and updated)")
+    fmt.add_argument("--calibration-images", type=Path, metavar="DIR",
+                     help="onnx_int8: calibrate on the images in DIR (default: the validation photos)")
+    fmt.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS,
+                     help="onnx_int8: activation calibration (default: minmax)")
 
     serve = parser.add_argument_group("Triton config")
     serve.add_argument("--max-batch-size", type=int, default=64)
@@ -125,7 +131,8 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
             spec=spec, formats=formats, out=args.out, options=options, keep=args.keep,
             validate=not args.skip_validation, device=args.device, torchscript_fp16=args.torchscript_fp16,
             channels_last=args.channels_last, opset=args.opset, photos=photos, tolerances=tolerances,
-            timing_cache=args.timing_cache,
+            timing_cache=args.timing_cache, calibration_images=_calibration_images(args.calibration_images),
+            calibration_method=args.calibration_method,
         )
         weights = load_weights(spec, args.weights, progress=not args.no_progress)
         results = Exporter(request, weights).run()
@@ -141,6 +148,25 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
     print(f"{len(results) - len(failed)} of {len(results)} formats exported to {args.out}"
           + (f"; FAILED: {', '.join(r.fmt.value for r in failed)}" if failed else ""))
     return EXIT_FAILED if failed else 0
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _calibration_images(folder: Path | None) -> tuple[Path, ...]:
+    """The image files under ``folder`` (recursively, sorted); () for the default.
+
+    Raises:
+        ExportError: if the folder does not exist or holds no image.
+    """
+    if folder is None:
+        return ()
+    if not folder.is_dir():
+        raise ExportError(f"--calibration-images {folder}: not a directory")
+    found = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+    if not found:
+        raise ExportError(f"--calibration-images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return found
 
 
 if __name__ == "__main__":

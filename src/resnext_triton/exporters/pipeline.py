@@ -32,7 +32,7 @@ from resnext_triton.weights import LoadedWeights
 
 log = logging.getLogger(__name__)
 
-FORMAT_ORDER = (Format.TORCHSCRIPT, Format.ONNX, Format.TENSORRT)
+FORMAT_ORDER = (Format.TORCHSCRIPT, Format.ONNX, Format.ONNX_INT8, Format.TENSORRT)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class ExportRequest:
     random_inputs: int = 2
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(TOLERANCES))
     timing_cache: Path | None = None
+    calibration_images: tuple[Path, ...] = ()
+    """INT8 calibration images (default: the validation photos)."""
+    calibration_method: str = "minmax"
 
     def __post_init__(self) -> None:
         if not self.formats:
@@ -87,6 +90,12 @@ class StepResult:
             where = f"{rel} ({size:.1f} MB)"
         if self.report is None:
             check = "validation skipped"
+        elif "sqnr_db" in self.report.extra:
+            extra = self.report.extra
+            check = (
+                f"SQNR {extra['sqnr_db']:.1f} dB  top-1 {extra['top1_agreed_where_held']}/{extra['top1_held']}"
+                " beyond noise"
+            )
         else:
             check = f"max|diff| {self.report.max_abs:.1e}  top-1 {self.report.top1_agree}/{self.report.photos}"
         status = "ok" if self.ok else f"FAILED: {self.error}"
@@ -185,6 +194,8 @@ class Exporter:
             export_onnx(self.weights.model, self.spec, artifact, opset=req.opset)
             self._onnx_path = artifact
             return {"opset": req.opset}
+        if fmt is Format.ONNX_INT8:
+            return self._quantize(artifact)
         from resnext_triton.exporters.onnx2trt import build_engine, require_tensorrt
 
         require_tensorrt()
@@ -195,8 +206,19 @@ class Exporter:
             )
         return {"opset": req.opset, **info.describe()}
 
+    def _quantize(self, artifact: Path) -> dict[str, Any]:
+        from resnext_triton.exporters.onnx2int8 import quantize_onnx
+
+        req = self.request
+        paths = req.calibration_images or req.photos
+        calibration = load_photos(paths, self.spec)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = self._onnx_source(Path(tmp))
+            details = quantize_onnx(onnx_path, artifact, self.spec, calibration, method=req.calibration_method)
+        return {"opset": req.opset, **details}
+
     def _onnx_source(self, tmp: Path) -> Path:
-        """The ONNX model TensorRT builds from: this run's, or a fresh export."""
+        """The FP32 ONNX model TensorRT builds from and INT8 quantizes: this run's, or a fresh export."""
         if self._onnx_path is not None:
             published = self.request.out / self.spec.model_name(Format.ONNX)
             from resnext_triton.triton.repository import latest_version
@@ -210,7 +232,7 @@ class Exporter:
 
     def _validate(self, fmt: Format, artifact: Path) -> ValidationReport:
         half = fmt is Format.TENSORRT or (fmt is Format.TORCHSCRIPT and self.request.torchscript_fp16)
-        precision = "fp16" if half else "fp32"
+        precision = "int8" if fmt is Format.ONNX_INT8 else "fp16" if half else "fp32"
         assert self._photos is not None
         with closing(load_runner(fmt, artifact, spec=self.spec, device=self.request.device)) as candidate:
             report = compare(

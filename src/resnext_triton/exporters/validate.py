@@ -7,6 +7,7 @@ and only then raises.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,13 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-3, max_rel=None, topk_order=5),
     "fp16": Tolerance(max_abs=None, max_rel=5e-2, topk_order=0),
+    # INT8: top-1 on near-ties means nothing; judged by SQNR and top-1 beyond the noise (see int8_check)
+    "int8": Tolerance(max_abs=None, max_rel=None, topk_order=0, top1=False),
 }
+MIN_SQNR_DB = 20.0
+"""INT8 logits must keep at least this signal-to-quantization-noise ratio against FP32."""
+NOISE_SIGMAS = 3.0
+"""A photo's FP32 top-1 margin must exceed this many RMS logit errors for its INT8 top-1 to be held to it."""
 
 
 @dataclass
@@ -62,6 +69,7 @@ class ValidationReport:
     top1_agree: int = 0
     topk_identical: int = 0
     failures: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -79,6 +87,7 @@ class ValidationReport:
             "max_rel_diff": self.max_rel,
             "top1_agree": f"{self.top1_agree}/{self.photos}",
             "topk_identical": f"{self.topk_identical}/{self.photos}",
+            **self.extra,
             "ok": self.ok,
             "failures": self.failures,
         }
@@ -128,7 +137,39 @@ def compare(
         report.failures.append(
             f"top-{tol.topk_order} order differs on {len(photos) - report.topk_identical} of {len(photos)} photos"
         )
+    if precision == "int8":
+        int8_check(report, ref, out, len(photos))
     return report
+
+
+def int8_check(report: ValidationReport, ref: np.ndarray, out: np.ndarray, photos: int) -> None:
+    """Check INT8 logits: SQNR >= MIN_SQNR_DB, and top-1 agreement beyond the noise.
+
+    Top-1 must agree on every photo whose FP32 top-1 margin exceeds the measured noise
+    (NOISE_SIGMAS x the RMS logit error). The figures go into ``report.extra`` (the manifest and
+    the summary line), failures into ``report.failures``.
+    """
+    err = out - ref
+    signal, noise_power = float(np.mean(ref**2)), float(np.mean(err**2))
+    sqnr = math.inf if noise_power == 0 else 10.0 * math.log10(max(signal, 1e-30) / noise_power)
+    noise = NOISE_SIGMAS * math.sqrt(noise_power)
+    top2 = np.sort(ref[:photos], axis=1)[:, -2:]
+    held = (top2[:, 1] - top2[:, 0]) > noise
+    same = np.argmax(ref[:photos], axis=1) == np.argmax(out[:photos], axis=1)
+    report.extra = {
+        "sqnr_db": round(sqnr, 2),
+        "min_sqnr_db": MIN_SQNR_DB,
+        "noise": noise,
+        "noise_sigmas": NOISE_SIGMAS,
+        "top1_held": int(held.sum()),
+        "top1_agreed_where_held": int((same & held).sum()),
+        "top1_flipped_within_noise": int((~same & ~held).sum()),
+    }
+    if sqnr < MIN_SQNR_DB:
+        report.failures.append(f"SQNR {sqnr:.1f} dB < {MIN_SQNR_DB:g} dB")
+    flipped = int((~same & held).sum())
+    if flipped:
+        report.failures.append(f"top-1 differs on {flipped} photo(s) whose FP32 margin exceeds the noise {noise:.3g}")
 
 
 def raise_on_failure(reports: list[ValidationReport]) -> None:

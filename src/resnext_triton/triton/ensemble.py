@@ -22,12 +22,13 @@ IMAGE_INPUT = "IMAGE"
 PIXELS = "PIXELS"
 PIXELS_FP16 = "PIXELS_FP16"
 ENSEMBLE_SUFFIX = "_image"
+PREPROCESS_SUFFIX = "_preprocess"
 PREPROCESS_MODEL_FILE = "model.py"
 
 
 def preprocess_model_name(spec: ModelSpec) -> str:
     """The shared preprocessing model, e.g. ``resnext101_32x4d_preprocess``."""
-    return f"{spec.variant}_preprocess"
+    return spec.variant + PREPROCESS_SUFFIX
 
 
 def ensemble_name(spec: ModelSpec, fmt: Format) -> str:

@@ -21,6 +21,7 @@ from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.config import LABELS_FILENAME, ServingOptions, build_config, to_pbtxt
 from resnext_triton.triton.ensemble import (
     PREPROCESS_MODEL_FILE,
+    PREPROCESS_SUFFIX,
     build_ensemble_config,
     build_preprocess_config,
     classifier_of,
@@ -206,4 +207,8 @@ def servable_models(repo: Path, *, cpu: bool) -> tuple[list[str], dict[str, str]
         if classifier is not None and classifier not in load:
             load.remove(name)
             skipped[name] = f"its model {classifier} is not loadable here ({skipped.get(classifier, 'not found')})"
+    if not any(classifier_of(name) for name in load):  # preprocessing serves the pipelines alone
+        for name in [n for n in load if n.endswith(PREPROCESS_SUFFIX)]:
+            load.remove(name)
+            skipped[name] = "no image pipeline to serve here"
     return load, skipped
