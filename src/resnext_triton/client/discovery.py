@@ -220,7 +220,33 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
     served = _declared_preprocessing(model, config)
     crop = (served or spec.preprocessing).crop
     if datatype == "UINT8":
-        return _pipeline_info(model, tensor, shape, max_batch, outputs, config, spec, served)
+        layout, full = _pipeline_input(model, shape, max_batch, crop)
+    else:
+        layout, full = _image_input(model, shape, max_batch, crop, config)
+    output_name, num_classes, server_labels = _output(outputs, config, spec)
+    return ModelInfo(
+        name=model,
+        input_name=str(tensor["name"]),
+        datatype=datatype,
+        layout=layout,
+        input_shape=full,
+        max_batch_size=max_batch,
+        output_name=output_name,
+        num_classes=num_classes,
+        server_labels=server_labels,
+        takes_bytes=datatype == "UINT8",
+        preprocessing=served,
+    )
+
+
+def _image_input(
+    model: str, shape: list[int], max_batch: int, crop: int, config: dict[str, Any]
+) -> tuple[str, tuple[int, int, int]]:
+    """(layout, full input shape) of an image-tensor input.
+
+    Raises:
+        ModelNotReady: if it is not 3 channels at the crop size.
+    """
     if max_batch > 0 and len(shape) == 4:
         shape = shape[1:]
     if len(shape) != 3:
@@ -236,20 +262,19 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
             f"model {model} expects {layout} {shape}, but the preprocessing gives 3x{crop}x{crop} "
             "(resnext_triton.spec.Preprocessing)"
         )
-    full: tuple[int, int, int] = (3, crop, crop) if layout == "NCHW" else (crop, crop, 3)
-    output_name, num_classes, server_labels = _output(outputs, config, spec)
-    return ModelInfo(
-        name=model,
-        input_name=str(tensor["name"]),
-        datatype=datatype,
-        layout=layout,
-        input_shape=full,
-        max_batch_size=max_batch,
-        output_name=output_name,
-        num_classes=num_classes,
-        server_labels=server_labels,
-        preprocessing=served,
-    )
+    return layout, ((3, crop, crop) if layout == "NCHW" else (crop, crop, 3))
+
+
+def _pipeline_input(model: str, shape: list[int], max_batch: int, crop: int) -> tuple[str, tuple[int, int, int]]:
+    """An image pipeline's input: one encoded file (UINT8 [bytes]) per batch element.
+
+    Raises:
+        ModelNotReady: if the UINT8 input is not one variable-length vector per batch element.
+    """
+    body = shape[1:] if max_batch > 0 else shape
+    if body != [-1]:
+        raise ModelNotReady(f"model {model} takes UINT8 {shape}; an image pipeline takes one encoded file [-1]")
+    return "", (3, crop, crop)
 
 
 def _declared_preprocessing(model: str, config: dict[str, Any]) -> Preprocessing | None:
@@ -276,38 +301,3 @@ def _output(outputs: list[dict[str, Any]], config: dict[str, Any], spec: ModelSp
     num_classes = out_shape[-1] if out_shape and out_shape[-1] > 0 else None
     config_outputs = {str(o.get("name")): o for o in config.get("output") or []}
     return output_name, num_classes, bool(config_outputs.get(output_name, {}).get("label_filename"))
-
-
-def _pipeline_info(
-    model: str,
-    tensor: dict[str, Any],
-    shape: list[int],
-    max_batch: int,
-    outputs: list[dict[str, Any]],
-    config: dict[str, Any],
-    spec: ModelSpec,
-    served: Preprocessing | None,
-) -> ModelInfo:
-    """An image pipeline: one encoded file (UINT8 [bytes]) per batch element.
-
-    Raises:
-        ModelNotReady: if the UINT8 input is not one variable-length vector per batch element.
-    """
-    body = shape[1:] if max_batch > 0 else shape
-    if body != [-1]:
-        raise ModelNotReady(f"model {model} takes UINT8 {shape}; an image pipeline takes one encoded file [-1]")
-    crop = (served or spec.preprocessing).crop
-    output_name, num_classes, server_labels = _output(outputs, config, spec)
-    return ModelInfo(
-        name=model,
-        input_name=str(tensor["name"]),
-        datatype="UINT8",
-        layout="",
-        input_shape=(3, crop, crop),
-        max_batch_size=max_batch,
-        output_name=output_name,
-        num_classes=num_classes,
-        server_labels=server_labels,
-        takes_bytes=True,
-        preprocessing=served,
-    )
