@@ -226,7 +226,7 @@ def load_runner(
     fmt = Format(fmt)
     if fmt is Format.TORCHSCRIPT:
         return TorchScriptRunner(path, device)
-    if fmt is Format.ONNX:
+    if fmt in (Format.ONNX, Format.ONNX_INT8):
         return OnnxRuntimeRunner(path, device, intra_op_threads=intra_op_threads)
     if fmt is Format.TENSORRT:
         return TensorRTRunner(path, spec or ModelSpec())
