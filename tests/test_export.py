@@ -28,13 +28,16 @@ def test_full_size_export_validates(exported_repo, photos):
         assert line.startswith(result.fmt.value) and line.endswith("ok") and "max|diff|" in line and " MB)" in line
 
 
-def test_manifest_records_weights_tools_and_validation(exported_repo):
+def test_manifest_records_weights_tools_and_validation(exported_repo, photos):
     for fmt in (Format.TORCHSCRIPT, Format.ONNX):
         model_dir = exported_repo.path / exported_repo.spec.model_name(fmt)
         assert versions(model_dir) == [1]
         assert (model_dir / "1" / fmt.filename).is_file()
         manifest = read_manifest(model_dir / "1")
-        assert manifest["weights"] == {"source": "random", "path": None, "sha256": None, "trained": False}
+        assert manifest["weights"] == {
+            "source": "random", "path": None, "sha256": None, "trained": False,
+            "batchnorm_reestimated_on_images": len(photos),
+        }
         assert manifest["tools"]["torch"].startswith("2.13")
         assert manifest["validation"]["ok"] is True
         assert manifest["preprocessing"]["preprocess_crop"] == "224"  # the spec travels with the model

@@ -55,6 +55,8 @@ class LoadedWeights:
     source: str
     path: str | None
     sha256: str | None
+    batchnorm_images: int = 0
+    """Photos the BatchNorm statistics were re-estimated on (0: as loaded)."""
 
     @property
     def is_random(self) -> bool:
@@ -63,7 +65,12 @@ class LoadedWeights:
 
     def describe(self) -> dict[str, Any]:
         """The manifest entry for these weights."""
-        return {"source": self.source, "path": self.path, "sha256": self.sha256, "trained": not self.is_random}
+        described: dict[str, Any] = {
+            "source": self.source, "path": self.path, "sha256": self.sha256, "trained": not self.is_random
+        }
+        if self.batchnorm_images:
+            described["batchnorm_reestimated_on_images"] = self.batchnorm_images
+        return described
 
 
 def cache_dir() -> Path:

@@ -7,12 +7,16 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resnext_triton.exporters import ExportError
 from resnext_triton.exporters.onnx2int8 import CALIBRATION_METHODS
 from resnext_triton.spec import ARCHS, DEFAULT_VARIANT, Format, ModelSpec
 from resnext_triton.triton.config import ServingOptions
 from resnext_triton.triton.repository import write_configs
+
+if TYPE_CHECKING:
+    from resnext_triton.weights import LoadedWeights
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--skip-validation", action="store_true", help="publish without checking against eager")
     check.add_argument("--images", type=Path, nargs="+",
                        help="validation photos (default: the photos matplotlib and scikit-image ship)")
+    check.add_argument("--recalibrate-bn", action="store_true",
+                       help="re-estimate BatchNorm statistics on the validation photos first (for --weights random: "
+                       "outputs that depend on the input; recorded in the manifest)")
+    check.add_argument("--int8-min-sqnr", type=float, metavar="DB",
+                       help="override the INT8 bound on the logits' SQNR against FP32 (default 20 dB)")
     check.add_argument("--atol", type=float, help="override the FP32 max |logit difference| bound (default 1e-3)")
 
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -122,6 +131,8 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
     tolerances = dict(TOLERANCES)
     if args.atol is not None:
         tolerances["fp32"] = replace(tolerances["fp32"], max_abs=args.atol)
+    if args.int8_min_sqnr is not None:
+        tolerances["int8"] = replace(tolerances["int8"], min_sqnr_db=args.int8_min_sqnr)
     photos = tuple(args.images) if args.images else tuple(sample_photos())
     if not args.skip_validation and not photos:
         log.warning("no sample photos found (install matplotlib or scikit-image, or pass --images); "
@@ -135,6 +146,8 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
             calibration_method=args.calibration_method,
         )
         weights = load_weights(spec, args.weights, progress=not args.no_progress)
+        if args.recalibrate_bn:
+            weights = _recalibrated(weights, photos, spec)
         results = Exporter(request, weights).run()
     except (WeightsError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -148,6 +161,24 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
     print(f"{len(results) - len(failed)} of {len(results)} formats exported to {args.out}"
           + (f"; FAILED: {', '.join(r.fmt.value for r in failed)}" if failed else ""))
     return EXIT_FAILED if failed else 0
+
+
+def _recalibrated(weights: LoadedWeights, photos: tuple[Path, ...], spec: ModelSpec) -> LoadedWeights:
+    """The weights with BatchNorm statistics re-estimated on ``photos`` (see ``recalibrate_batchnorm``).
+
+    Raises:
+        ExportError: without photos.
+    """
+    import torch
+
+    from resnext_triton.exporters.pipeline import load_photos
+    from resnext_triton.model import recalibrate_batchnorm
+
+    if not photos:
+        raise ExportError("--recalibrate-bn needs photos (install matplotlib or scikit-image, or pass --images)")
+    recalibrate_batchnorm(weights.model, torch.from_numpy(load_photos(photos, spec)))
+    log.info("BatchNorm statistics re-estimated on %d photos", len(photos))
+    return replace(weights, batchnorm_images=len(photos))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
