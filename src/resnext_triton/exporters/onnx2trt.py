@@ -112,7 +112,11 @@ def build_engine(
     config.set_flag(trt.BuilderFlag.FP16)
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ExportError(
+            f"TensorRT refused the timing cache {timing_cache} (made by another TensorRT version or GPU?): "
+            "delete it or pass another --timing-cache"
+        )
     profile = builder.create_optimization_profile()
     shape = spec.input_shape
     dims = [trt.Dims([batch, *shape]) for batch in (1, opt, max_batch)]
