@@ -19,16 +19,19 @@ pytestmark = pytest.mark.integration
 PRE = "resnext101_32x4d_preprocess"
 
 
-def _stub_pids(model_file: str) -> list[int]:
+def _stub_pids(model_file: str, parent: int) -> list[int]:
+    """The Python-backend stubs of ``parent`` (a tritonserver pid) serving ``model_file``."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if args and args[0].endswith(b"triton_python_backend_stub") and model_file.encode() in args[1:2][0]:
-                pids.append(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and args[0].endswith(b"triton_python_backend_stub") and args[1] == model_file.encode():
+            pids.append(int(entry.name))
     return pids
 
 
@@ -61,7 +64,7 @@ def test_a_dead_python_stub_is_unhealthy_while_triton_still_says_ready(exported_
     with LocalTriton(config) as server:
         state = tmp_path / "health"
         assert main(["--url", server.http_url, "--state", str(state)]) == 0
-        (stub,) = _stub_pids(str(exported_repo.path / PRE / "1" / "model.py"))
+        (stub,) = _stub_pids(str(exported_repo.path / PRE / "1" / "model.py"), server.state.pid)
         os.kill(stub, signal.SIGKILL)
         time.sleep(0.5)
         # Triton 2.51 may still answer /v2/health/ready here; the inference in the check does not pass
