@@ -23,7 +23,7 @@ def test_formats_tiny(exported_repo, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "formats.py"), "--repo", str(exported_repo.path), "-c", "2",
-         "--client-images", "6", *TINY, "--out", str(out)],
+         "--client-images", "6", "--formats", "onnx,onnx_int8,torchscript", *TINY, "--out", str(out)],
         capture_output=True, text=True, timeout=1200, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

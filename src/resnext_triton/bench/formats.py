@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--concurrency", type=int, default=4,
                         help="requests in flight (perf_analyzer and the client)")
     parser.add_argument("--client-images", type=int, default=48, help="images the client classifies per mode")
+    parser.add_argument("--formats", type=cli.name_list([f.value for f in FORMATS]), default=["onnx", "onnx_int8"],
+                        help="formats (and their image pipelines) perf_analyzer measures; the agreement table "
+                        "covers every served format")
     cli.add_measure_arguments(parser)
     cli.add_output_arguments(parser)
     return parser
@@ -132,11 +135,13 @@ def measure(args: argparse.Namespace, run_dir: Path, photos: list[Path]) -> dict
         reference = served_logits(endpoints, spec.model_name(Format.ONNX), tensors, spec)
         for fmt in served:
             name = spec.model_name(fmt)
+            results["agreement"][name] = agreement(reference, served_logits(endpoints, name, tensors, spec))
+            if fmt.value not in args.formats:
+                continue
             results["perf"][name] = _perf(endpoints, args, name, tensor_data, raw).to_dict()
             pipe = ensemble_name(spec, fmt)
             if model_ready(endpoints, pipe):
                 results["perf"][pipe] = _perf(endpoints, args, pipe, file_data, raw).to_dict()
-            results["agreement"][name] = agreement(reference, served_logits(endpoints, name, tensors, spec))
         onnx = spec.model_name(Format.ONNX)
         for label, pipeline in (("tensor", False), ("pipeline", True)):
             results["client"][label] = client_throughput(
