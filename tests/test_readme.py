@@ -33,6 +33,7 @@ def helps():
         "bench/perf_sweep.py": _parser_help("resnext_triton.bench.sweep"),
         "bench/config_search.py": _parser_help("resnext_triton.bench.config_search"),
         "bench/formats.py": _parser_help("resnext_triton.bench.formats"),
+        "client/evaluate.py": _parser_help("resnext_triton.client.evaluate"),
         "./deploy.sh": deploy,
         "./quickstart.sh": deploy + (ROOT / "quickstart.sh").read_text(),
     }
