@@ -1,4 +1,4 @@
-"""The shared base of the CPU stand-ins for Triton's native ``onnxruntime`` and ``pytorch`` backends.
+"""The shared base of the stand-ins for Triton's native ``onnxruntime`` and ``pytorch`` backends.
 
 The pip-installed Triton has only the Python backend. Placed at ``<backend-dir>/<name>/model.py``
 a stand-in serves every model whose config says ``backend: "<name>"``, so the model directories
@@ -12,6 +12,12 @@ dynamic batcher hands ``execute()`` into ONE call of the runtime and splits the 
 request. A request that does not fit (wrong dtype or shape) gets its own error response; the
 others still run. A subclass implements :meth:`StandinModel.import_runtime`, :meth:`StandinModel.load`
 and :meth:`StandinModel.infer`.
+
+Tensors are numpy arrays by default. A subclass that can run on a GPU (``gpu_capable``) is placed on
+``cuda:<model_instance_device_id>`` for a KIND_GPU instance and overrides the four array hooks
+(:meth:`StandinModel.to_array`, :meth:`StandinModel.dtype_of`, :meth:`StandinModel.concatenate`,
+:meth:`StandinModel.output_tensor`) to keep the batch in its own tensors on the device. A KIND_GPU
+instance of a stand-in that cannot use a GPU runs on the CPU, and says so in Triton's log.
 
 This file runs inside Triton's Python stub: it imports nothing from the ``resnext_triton`` package
 (numpy and ``triton_python_backend_utils`` only; torch when numpy >= 2, see ``NUMPY2``).
@@ -90,7 +96,7 @@ def dims_ok(shape: tuple[int, ...], dims: list[int], batched: bool) -> bool:
 
 
 class StandinModel:
-    """A Python-backend model that runs one runtime call per batch of requests on the CPU.
+    """A Python-backend model that runs one runtime call per batch of requests (on the CPU unless ``on_gpu``).
 
     Subclasses set ``runtime`` (named in error messages) and ``default_filename``, and implement
     :meth:`import_runtime`, :meth:`load` and :meth:`infer`; :meth:`missing_tensors` may check the
@@ -99,12 +105,18 @@ class StandinModel:
 
     runtime = "?"
     default_filename = "model"
+    gpu_capable = False  # True: a KIND_GPU instance runs on cuda:<device id> (the subclass's hooks)
     torch: object = None  # the torch module, to hand over outputs with numpy >= 2
+    on_gpu = False
+    device_id = 0
 
     def initialize(self, args: dict) -> None:
         self.import_runtime()
         self.config = json.loads(args["model_config"])
         self.name = args.get("model_name", self.config.get("name", "?"))
+        gpu_instance = str(args.get("model_instance_kind", "CPU")).upper() == "GPU"
+        self.on_gpu = gpu_instance and self.gpu_capable
+        self.device_id = int(args.get("model_instance_device_id") or 0)
         if NUMPY2 and self.torch is None:
             try:
                 import torch
@@ -137,7 +149,10 @@ class StandinModel:
             raise pb_utils.TritonModelException(
                 f"{self.name}: {path} has no tensor(s) {', '.join(missing)} named in the model config"
             )
-        pb_utils.Logger.log_info(f"{self.name}: {version} on CPU, {intra} intra-op thread(s), file {path}")
+        where = f"cuda:{self.device_id}" if self.on_gpu else "CPU"
+        pb_utils.Logger.log_info(f"{self.name}: {version} on {where}, {intra} intra-op thread(s), file {path}")
+        if gpu_instance and not self.on_gpu:
+            pb_utils.Logger.log_warn(f"{self.name}: a KIND_GPU instance; the {self.runtime} stand-in runs on the CPU")
 
     def import_runtime(self) -> None:
         """Import the runtime's module (first thing ``initialize`` does; an ImportError is not wrapped)."""
@@ -162,15 +177,33 @@ class StandinModel:
         """Run the model on the inputs (in ``self.inputs`` order); the outputs in ``self.outputs`` order."""
         raise NotImplementedError
 
+    # Array hooks: numpy on the CPU; a GPU-capable subclass keeps its own tensors on the device.
+
+    def to_array(self, tensor: object) -> np.ndarray:
+        """An input tensor as the array :meth:`infer` takes (numpy: a view of Triton's memory)."""
+        return to_numpy(tensor)
+
+    def dtype_of(self, array: np.ndarray) -> np.dtype:
+        """The numpy dtype of an array from :meth:`to_array` (checked against the config)."""
+        return array.dtype
+
+    def concatenate(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """The requests' arrays of one input as one batch."""
+        return np.concatenate(arrays)
+
+    def output_tensor(self, name: str, array: np.ndarray, dtype: type) -> object:
+        """A part of an output of :meth:`infer` as a Triton tensor of the config's ``dtype``."""
+        return make_tensor(name, np.ascontiguousarray(array, dtype=dtype), self.torch)
+
     def _read(self, request: object) -> list[np.ndarray]:
         arrays = []
         for name, dtype, dims in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"missing input {name}")
-            array = to_numpy(tensor)
-            if array.dtype != dtype:
-                raise ValueError(f"input {name} has dtype {array.dtype}, the model expects {np.dtype(dtype)}")
+            array = self.to_array(tensor)
+            if self.dtype_of(array) != dtype:
+                raise ValueError(f"input {name} has dtype {self.dtype_of(array)}, the model expects {np.dtype(dtype)}")
             if not dims_ok(array.shape, dims, self.batched):
                 raise ValueError(f"input {name} has shape {list(array.shape)}, the model expects [-1, *{dims}]")
             arrays.append(array)
@@ -196,7 +229,7 @@ class StandinModel:
     def _run(self, items: list[tuple[int, list[np.ndarray]]], requests: list) -> list:
         """One runtime call for all items; one response per item (all errors if the call fails)."""
         if self.batched:
-            feed = [np.concatenate([arrays[j] for _, arrays in items]) for j in range(len(self.inputs))]
+            feed = [self.concatenate([arrays[j] for _, arrays in items]) for j in range(len(self.inputs))]
             sizes = [arrays[0].shape[0] for _, arrays in items]
         else:
             feed, sizes = items[0][1], [0]
@@ -206,7 +239,7 @@ class StandinModel:
             error = pb_utils.TritonError(f"{self.name}: {self.runtime} failed: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in items]
         names = [name for name, _ in self.outputs]
-        offsets = np.cumsum([0, *sizes])
+        offsets = np.cumsum([0, *sizes]).tolist()
         responses = []
         for k, (i, _) in enumerate(items):
             wanted = set(requests[i].requested_output_names() or names)
@@ -215,6 +248,6 @@ class StandinModel:
                 if name not in wanted:
                     continue
                 part = array[offsets[k] : offsets[k + 1]] if self.batched else array
-                tensors.append(make_tensor(name, np.ascontiguousarray(part, dtype=dtype), self.torch))
+                tensors.append(self.output_tensor(name, part, dtype))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

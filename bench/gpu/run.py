@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""The GPU harness's run step (on the GPU machine): ``resnext_triton.bench.gpu_run``; ``--help`` lists its options.
+
+Runs from a checkout without installing the package (``src/`` is put on the path).
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("resnext_triton") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from resnext_triton.bench.gpu_run import main
+
+if __name__ == "__main__":
+    sys.exit(main())
