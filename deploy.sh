@@ -10,11 +10,12 @@
 # then the NGC Triton image starts on the GPU; deploy.sh waits for its health check and fails fast
 # when it exits or restarts.
 # Local mode (anything else, e.g. a CPU-only host): the pip-installed Triton of .venv through
-# `python -m resnext_triton.triton.local`, with CPU stand-ins for the onnxruntime/pytorch backends.
+# `python -m resnext_triton.triton.local`, with CPU stand-ins for the onnxruntime/pytorch backends,
+# in poll mode (new exports go live by themselves) under a supervisor that restarts it if it dies.
 # If the repository holds no exported model, local mode runs the exporter first.
 #
 # Environment: RESNEXT_TRITON_MODEL_REPOSITORY (default ./model_repository),
-# RESNEXT_TRITON_STATE_DIR (default ./.triton: pid, ports, log, admin token),
+# RESNEXT_TRITON_STATE_DIR (default ./.triton: pids, ports, log, serving view),
 # TRITON_BIND_ADDRESS (default 127.0.0.1), RESNEXT_TRITON_PYTHON (default ./.venv/bin/python).
 set -euo pipefail
 
@@ -51,8 +52,9 @@ Options for up:
   --grpc-port N      gRPC port (default 8001)
   --metrics-port N   metrics port (default 8002)
   --bind ADDR        address the ports bind to (default \$TRITON_BIND_ADDRESS or 127.0.0.1)
-  --timeout S        seconds to wait for readiness (default 180 local; 1800 docker, a total
-                     limit covering the export job's TensorRT build and Triton's start)
+  --timeout S        seconds to wait for readiness (default 180 local, where it also bounds a
+                     model's recovery before a restart; 1800 docker, a total limit covering the
+                     export job's TensorRT build and Triton's start)
   --dry-run          print the commands instead of running them
 Options for logs:
   -n, --lines N      lines to print (default 50)
@@ -92,6 +94,16 @@ need_number() {
   [[ "$2" =~ ^[0-9]+$ ]] || usage_error "option $1 needs a number, got '$2'"
 }
 
+need_port() {
+  need_number "$1" "$2"
+  [ "$((10#$2))" -le 65535 ] || usage_error "option $1 needs a port number (0-65535; 0 picks a free port), got '$2'"
+}
+
+need_positive() {
+  need_number "$1" "$2"
+  [ "$((10#$2))" -ge 1 ] || usage_error "option $1 needs a number of seconds of at least 1, got '$2'"
+}
+
 parse_args() {
   local first=1
   while [ "$#" -gt 0 ]; do
@@ -103,11 +115,11 @@ parse_args() {
       --local) mode="local" ;;
       --docker) mode="docker" ;;
       --weights) need_value "$@"; weights="$2"; shift ;;
-      --http-port) need_value "$@"; need_number "$1" "$2"; http_port="$2"; shift ;;
-      --grpc-port) need_value "$@"; need_number "$1" "$2"; grpc_port="$2"; shift ;;
-      --metrics-port) need_value "$@"; need_number "$1" "$2"; metrics_port="$2"; shift ;;
+      --http-port) need_value "$@"; need_port "$1" "$2"; http_port="$2"; shift ;;
+      --grpc-port) need_value "$@"; need_port "$1" "$2"; grpc_port="$2"; shift ;;
+      --metrics-port) need_value "$@"; need_port "$1" "$2"; metrics_port="$2"; shift ;;
       --bind) need_value "$@"; bind="$2"; shift ;;
-      --timeout) need_value "$@"; need_number "$1" "$2"; timeout="$2"; shift ;;
+      --timeout) need_value "$@"; need_positive "$1" "$2"; timeout="$2"; shift ;;
       -n | --lines) need_value "$@"; need_number "$1" "$2"; lines="$2"; shift ;;
       --dry-run) dry_run=1 ;;
       -h | --help) usage; exit 0 ;;
@@ -150,6 +162,19 @@ resolve_mode() {
   esac
 }
 
+# Fail when the repository exists but cannot be read: it would look empty and be exported over.
+check_repo_readable() {
+  [ -e "$REPO" ] || return 0
+  [ -d "$REPO" ] || die "the model repository $REPO is not a directory"
+  local dir
+  for dir in "$REPO" "$REPO"/*/; do
+    [ -d "$dir" ] || continue
+    if [ ! -r "$dir" ] || [ ! -x "$dir" ]; then
+      die "cannot read $dir (permission denied): fix its permissions, or point RESNEXT_TRITON_MODEL_REPOSITORY at a repository you can read"
+    fi
+  done
+}
+
 # True if some model directory holds a numbered version directory.
 has_exported_model() {
   local dir
@@ -168,12 +193,17 @@ server() {
 }
 
 export_if_needed() {
+  check_repo_readable
   if has_exported_model; then
     return 0
   fi
   echo "deploy.sh: $REPO holds no exported model; exporting TorchScript and ONNX (weights: $weights)"
+  local hint=""
+  if [ "$weights" = "ngc" ]; then
+    hint="; if NVIDIA's checkpoint cannot be downloaded here, pass --weights PATH (a checkpoint you have) or --weights random (untrained, a demo)"
+  fi
   run "$PYTHON" "$ROOT/export/export.py" --weights "$weights" --formats torchscript,onnx --out "$REPO" ||
-    die "the export failed (see above); fix it or pass --weights random for an offline demo"
+    die "the export failed (see above)$hint"
 }
 
 up_local() {

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,60 @@ def test_help_and_usage_errors(env):
     assert deploy("--local", "stop", env=env).returncode == 2  # the command comes first
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--http-port", "99999", "needs a port number (0-65535"),
+        ("--metrics-port", "65536", "needs a port number (0-65535"),
+        ("--timeout", "0", "needs a number of seconds of at least 1"),
+        ("--timeout", "-5", "needs a number"),
+    ],
+)
+def test_out_of_range_values_are_usage_errors(env, option, value, message):
+    result = deploy("up", "--local", option, value, "--dry-run", env=env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_unreadable_repository_is_an_error_not_an_export(env, tmp_path):
+    """A repository the user cannot read looks empty; deploy.sh must say so instead of exporting over it."""
+    base = Path(tempfile.mkdtemp(prefix="deploy-unreadable-"))  # reachable by another user, unlike tmp_path
+    try:
+        base.chmod(0o755)
+        repo = fake_exported(base / "repo")
+        repo.chmod(0o755)
+        (repo / "resnext101_32x4d_onnx").chmod(0o700 if os.geteuid() == 0 else 0o000)
+        env = {**env, "RESNEXT_TRITON_MODEL_REPOSITORY": str(repo)}
+        argv = [str(DEPLOY), "up", "--local", "--weights", "random", "--dry-run"]
+        if os.geteuid() == 0:  # root reads everything: run it as nobody
+            argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        (base / "repo" / "resnext101_32x4d_onnx").chmod(0o755)
+        shutil.rmtree(base)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot read {repo}/resnext101_32x4d_onnx/ (permission denied)" in result.stderr
+    assert "export.py" not in result.stdout and "--weights random" not in result.stderr
+
+
+@pytest.mark.parametrize(("weights", "hinted"), [("ngc", True), ("random", False)])
+def test_a_failed_export_hints_at_other_weights_only_for_a_download(env, tmp_path, weights, hinted):
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'export failed for some reason' >&2\nexit 1\n")
+    python.chmod(0o755)
+    result = deploy("up", "--local", "--weights", weights, env={**env, "RESNEXT_TRITON_PYTHON": str(python)})
+    assert result.returncode == 1 and "error: the export failed (see above)" in result.stderr
+    assert ("--weights random" in result.stderr) is hinted
+
+
+def test_an_address_of_another_host_is_not_called_a_busy_port(env):
+    fake_exported(Path(env["RESNEXT_TRITON_MODEL_REPOSITORY"]))
+    result = deploy("up", "--local", "--bind", "192.0.2.1", "--http-port", "0", "--grpc-port", "0",
+                    "--metrics-port", "0", env=env)  # fmt: skip
+    assert result.returncode == 1
+    assert "error: cannot listen on 192.0.2.1 (Cannot assign requested address)" in result.stderr
+    assert "port in use" not in result.stderr
+
+
 def test_empty_repository_is_exported_first_with_the_given_weights(env):
     result = deploy("up", "--local", "--weights", "random", "--http-port", "18080", "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
@@ -139,6 +194,7 @@ def test_local_mode_end_to_end(exported_repo, env):
 
         status = deploy("status", env=env)
         assert status.returncode == 0 and "ready" in status.stdout and http_url in status.stdout
+        assert "restarts 0" in status.stdout and "NOT ready" not in status.stdout
 
         again = deploy("up", "--local", *ports, env=env, timeout=300)
         assert again.returncode == 0 and "already running" in again.stdout

@@ -32,6 +32,7 @@ def helps():
         "client/classify.py": _parser_help("resnext_triton.client.cli"),
         "bench/perf_sweep.py": _parser_help("resnext_triton.bench.sweep"),
         "bench/config_search.py": _parser_help("resnext_triton.bench.config_search"),
+        "bench/soak.py": _parser_help("resnext_triton.bench.soak"),
         "bench/formats.py": _parser_help("resnext_triton.bench.formats"),
         "client/evaluate.py": _parser_help("resnext_triton.client.evaluate"),
         "./deploy.sh": deploy,

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,16 +76,17 @@ def test_backend_directory_holds_python_backend_stub_and_standins(tmp_path):
     assert srv.prepare_backends(tmp_path, install) == backends  # idempotent
 
 
-def test_command_line_binds_loopback_restricts_admin_apis_and_loads_cpu_models(tmp_path):
+def test_command_line_binds_loopback_polls_the_serving_view_and_holds_no_secret(tmp_path):
     install = srv.find_installation()
     config = srv.ServerConfig(repo=tmp_path, state_dir=tmp_path, http_port=9000, grpc_port=9001, metrics_port=9002)
-    cmd = srv.build_command(config, install, tmp_path / "b", ["m_onnx", "m_ts"], "tok")
+    cmd = srv.build_command(config, install, tmp_path / "b", tmp_path / "serving", "resnext-triton-abc")
     assert cmd[0] == str(install.binary)
     for flag in (
+        "--id=resnext-triton-abc",
+        f"--model-repository={tmp_path / 'serving'}",
         "--model-config-name=cpu",
-        "--model-control-mode=explicit",
-        "--load-model=m_onnx",
-        "--load-model=m_ts",
+        "--model-control-mode=poll",
+        "--repository-poll-secs=2",
         f"--backend-directory={tmp_path / 'b'}",
         "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1",
@@ -92,11 +94,11 @@ def test_command_line_binds_loopback_restricts_admin_apis_and_loads_cpu_models(t
         "--http-port=9000",
         "--grpc-port=9001",
         "--metrics-port=9002",
-        "--http-restricted-api=model-repository,trace,logging:admin-token=tok",
-        "--grpc-restricted-protocol=model-repository,trace,logging:admin-token=tok",
         "--strict-readiness=true",
     ):
         assert flag in cmd
+    # poll mode refuses load/unload: nothing on the command line grants anything (ps shows it to everyone)
+    assert not [c for c in cmd if "restricted" in c or "token" in c or "--load-model" in c or "reuse" in c]
     # every flag exists in this tritonserver (its --help lists them)
     help_text = subprocess.run(
         [str(install.binary), "--help"], env=srv.server_env(install), capture_output=True, text=True, check=False
@@ -105,7 +107,7 @@ def test_command_line_binds_loopback_restricts_admin_apis_and_loads_cpu_models(t
         assert flag.split("=")[0] in help_text.stdout + help_text.stderr, flag
 
 
-def test_config_validation_and_free_ports():
+def test_config_validation_free_ports_and_json_round_trip(tmp_path):
     with pytest.raises(ValueError, match="must differ"):
         srv.ServerConfig(http_port=8000, grpc_port=8000)
     with pytest.raises(ValueError, match=r"0\.\.65535"):
@@ -113,6 +115,18 @@ def test_config_validation_and_free_ports():
     config = srv.ServerConfig(http_port=0, grpc_port=0, metrics_port=0).with_free_ports()
     ports = {config.http_port, config.grpc_port, config.metrics_port}
     assert len(ports) == 3 and 0 not in ports
+    config = srv.ServerConfig(repo=tmp_path / "r", state_dir=tmp_path / "s", models=("a", "b"), extra_args=("--x",))
+    assert srv.ServerConfig.from_json(config.to_json()) == config
+
+
+def test_an_address_of_another_host_is_not_reported_as_a_busy_port(tmp_path):
+    config = srv.ServerConfig(
+        repo=fake_repo(tmp_path / "repo"), state_dir=tmp_path / "state", host="192.0.2.1",  # TEST-NET-1
+        http_port=0, grpc_port=0, metrics_port=0,
+    )  # fmt: skip
+    with pytest.raises(srv.AddressError, match=r"cannot listen on 192\.0\.2\.1 \(Cannot assign requested address\)"):
+        srv.start(config)
+    assert not (tmp_path / "state" / srv.STATE_FILE).exists()
 
 
 def test_busy_port_fails_before_launch(tmp_path, listener):
@@ -152,6 +166,12 @@ def test_model_selection_skips_tensorrt_and_unknown_names(tmp_path, caplog):
     assert "not loading resnext101_32x4d_tensorrt_fp16: TensorRT plan needs a GPU" in caplog.text
     only = srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("resnext101_32x4d_onnx",))
     assert launch.choose_models(only)[0] == ["resnext101_32x4d_onnx"]
+    pipeline = srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("resnext101_32x4d_onnx_image",))
+    assert launch.choose_models(pipeline)[0] == [  # an image pipeline brings the models it runs
+        "resnext101_32x4d_onnx",
+        "resnext101_32x4d_onnx_image",
+        "resnext101_32x4d_preprocess",
+    ]
     with pytest.raises(srv.NoModelsError, match="nope: not in the repository"):
         launch.choose_models(srv.ServerConfig(repo=repo, state_dir=tmp_path, models=("nope",)))
 
@@ -173,22 +193,32 @@ def test_log_of_a_failed_load_names_the_model(tmp_path):
     log.write_text("error: creating server: Internal - bad things\n")
     other = errors.failure_from_log(log, ["m_onnx"])
     assert type(other) is srv.ServerExitedError and "bad things" in str(other)
+    # a second server on the same ports: Triton binds only after loading its models
+    log.write_text(
+        'E1125 08:42:47.877934 1433 main.cc:245] "failed to start GRPC service: Unavailable - '
+        "Socket '127.0.0.1:19501' already in use \"\n"
+    )
+    busy = errors.failure_from_log(log, ["m_onnx"])
+    assert type(busy) is srv.PortInUseError and "Socket '127.0.0.1:19501' already in use" in str(busy)
 
 
-def test_stale_state_is_removed_and_token_is_private(tmp_path):
+def test_a_state_whose_supervisor_is_gone_is_not_running(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     state = srv.ServerState(
         pid=dead.pid, host="127.0.0.1", http_port=1, grpc_port=2, metrics_port=3, repo="r",
-        log_file=str(tmp_path / "log"), state_dir=str(tmp_path), started_at=0.0,
+        log_file=str(tmp_path / "log"), state_dir=str(tmp_path), started_at=0.0, supervisor_pid=dead.pid,
+        restarts=2, regions=["triton_python_backend_shm_region_x"],
     )  # fmt: skip
     state.save()
     assert srv.ServerState.load(tmp_path) == state
     assert srv.running_state(tmp_path) is None
-    assert not (tmp_path / srv.STATE_FILE).exists()
-    token = srv.repository_token(tmp_path)
-    assert len(token) >= 24 and srv.repository_token(tmp_path) == token
-    assert (tmp_path / srv.TOKEN_FILE).stat().st_mode & 0o077 == 0
+    # a live process that is not a supervisor (a reused pid) does not count either
+    state = replace(state, supervisor_pid=os.getpid())
+    state.save()
+    assert srv.running_state(tmp_path) is None
+    result = srv.stop(tmp_path)
+    assert result.state is None and not (tmp_path / srv.STATE_FILE).exists()
 
 
 def test_urls_for_wildcard_and_ipv6_binds():
@@ -217,6 +247,18 @@ def test_cli_busy_port_message(tmp_path, listener, capsys):
     argv += ["--http-port", "0", "--grpc-port", str(listener), "--metrics-port", "0"]
     assert srv.main(argv) == 1
     assert f"gRPC port {listener} (--grpc-port)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--http-port", "99999"], ["--grpc-port", "-1"], ["--timeout", "0"], ["--timeout", "soon"]],
+    ids=["port-too-big", "negative-port", "zero-timeout", "not-a-number"],
+)
+def test_cli_usage_errors_exit_2(tmp_path, argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        srv.main(["--state-dir", str(tmp_path), "start", *argv])
+    assert exited.value.code == srv.EXIT_USAGE
+    assert "error: argument" in capsys.readouterr().err
 
 
 def test_parser_documents_defaults():

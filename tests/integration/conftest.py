@@ -26,8 +26,6 @@ class TritonServer:
     spec: ModelSpec
     models: dict[Format, str]
     served: list[str]  # every model loaded: classifiers, their image pipelines, the preprocessing step
-    admin_headers: dict[str, str]  # HTTP
-    grpc_admin_headers: dict[str, str]
     triton: LocalTriton
 
     @property
@@ -66,8 +64,6 @@ def triton_server(exported_repo, tmp_path_factory: pytest.TempPathFactory) -> It
             spec=spec,
             models={fmt: spec.model_name(fmt) for fmt in SERVED_FORMATS},
             served=servable_models(exported_repo.path, cpu=True)[0],
-            admin_headers=triton.admin_headers,
-            grpc_admin_headers=triton.grpc_admin_headers,
             triton=triton,
         )
     finally:

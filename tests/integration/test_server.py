@@ -40,10 +40,10 @@ def reference(triton_server, images) -> dict[Format, np.ndarray]:
 
     onnx_path = triton_server.repo / triton_server.models[Format.ONNX] / "1" / "model.onnx"
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(None, {"INPUT__0": images})
+    (onnx_out,) = session.run(["OUTPUT__0"], {"INPUT__0": images})
     module = torch.jit.load(str(triton_server.repo / triton_server.models[Format.TORCHSCRIPT] / "1" / "model.pt"))
     with torch.inference_mode():
-        ts_out = module(torch.from_numpy(images)).numpy()
+        ts_out = module(torch.from_numpy(images))[0].numpy()  # (logits, features)
     return {Format.ONNX: onnx_out, Format.TORCHSCRIPT: ts_out}
 
 
@@ -79,7 +79,7 @@ def test_server_is_live_and_ready_on_both_protocols(triton_server):
 
 def test_index_lists_the_loaded_cpu_models(triton_server):
     client = httpclient.InferenceServerClient(triton_server.http_address)
-    index = client.get_model_repository_index(headers=triton_server.admin_headers)
+    index = client.get_model_repository_index()
     assert {m["name"]: m["state"] for m in index} == {name: "READY" for name in triton_server.served}
     assert set(triton_server.models.values()) < set(triton_server.served)
 
@@ -92,7 +92,10 @@ def test_model_metadata_on_both_protocols(triton_server, fmt):
     assert http["name"] == grpc["name"] == name
     assert http["versions"] == grpc["versions"] == ["1"]
     assert http["inputs"] == [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]
-    assert http["outputs"] == [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 1000]}]
+    assert http["outputs"] == [
+        {"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 1000]},
+        {"name": "FEATURES__1", "datatype": "FP32", "shape": [-1, 2048]},
+    ]
     assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in grpc["inputs"]] == [
         ("INPUT__0", "FP32", [-1, 3, 224, 224])
     ]
@@ -178,26 +181,27 @@ def test_concurrent_requests_are_batched(triton_server, images, reference):
     assert max(int(b["batch_size"]) for b in after["batch_stats"]) > 1
 
 
-def test_model_repository_api_needs_the_admin_token(triton_server):
-    url = f"{triton_server.http_url}/v2/repository/index"
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=10)
-    assert refused.value.code in (401, 403) and "restricted" in refused.value.read().decode()
+def test_no_client_can_load_or_unload_models_and_no_secret_is_on_the_command_line(triton_server):
+    """Poll mode over the serving view: the model set follows the repository, never a request."""
     name = triton_server.models[Format.ONNX]
     http = httpclient.InferenceServerClient(triton_server.http_address)
     grpc = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    with pytest.raises(InferenceServerException, match="restricted"):
+    with pytest.raises(InferenceServerException, match="not allowed if polling is enabled"):
         http.unload_model(name)
-    with pytest.raises(InferenceServerException, match="restricted"):
+    with pytest.raises(InferenceServerException, match="not allowed if polling is enabled"):
         grpc.unload_model(name)
-    with pytest.raises(InferenceServerException, match="restricted"):
-        http.update_log_settings({"log_verbose_level": 1})
-    with pytest.raises(InferenceServerException, match="restricted"):
-        http.get_model_repository_index(headers={srv.ADMIN_HEADER: "wrong"})
-    with pytest.raises(InferenceServerException, match="restricted"):
-        grpc.get_model_repository_index(headers=triton_server.admin_headers)  # the HTTP header name
-    assert grpc.get_model_repository_index(headers=triton_server.grpc_admin_headers, as_json=True)["models"]
+    with pytest.raises(InferenceServerException, match="not allowed if polling is enabled"):
+        http.load_model("resnext101_32x4d_tensorrt_fp16")
+    # the log file cannot be moved over the network (Triton 2.51 refuses it), so the logging API cannot write files
+    with pytest.raises(InferenceServerException, match="log file location can not be updated"):
+        http.update_log_settings({"log_file": str(triton_server.repo / "pwned.log")})
     assert http.is_model_ready(name)  # still loaded
+    argv = Path(f"/proc/{triton_server.triton.state.pid}/cmdline").read_bytes().decode().split("\0")
+    assert "--model-control-mode=poll" in argv
+    assert not [a for a in argv if "token" in a or "restricted" in a]
+    view = Path(triton_server.config.state_dir) / "serving"
+    assert f"--model-repository={view}" in argv
+    assert sorted(p.name for p in view.iterdir()) == sorted(triton_server.served)
 
 
 def test_wrong_input_is_rejected(triton_server):
@@ -206,6 +210,26 @@ def test_wrong_input_is_rejected(triton_server):
     inp.set_data_from_numpy(np.zeros((1, 3, 224, 224), np.float64))
     with pytest.raises(InferenceServerException, match=r"(?i)datatype|FP64"):
         client.infer(triton_server.models[Format.ONNX], [inp])
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (b"{", 500, "failed to parse the request JSON buffer"),
+        (b'{"outputs":[]}', 500, "Unable to parse 'inputs'"),
+        (b'{"inputs":[{"name":"INPUT__0","shape":[1,3,224,224],"datatype":"FP32","data":[0]}]}', 500,
+         "Shape does not match true shape of 'data' field"),
+        (b'{"inputs":[{"name":"INPUT__0","shape":[1,3,224,224],"datatype":"BOGUS","data":[0]}]}', 400,
+         "invalid datatype for input INPUT__0"),
+    ],
+    ids=["unparsable", "no-inputs", "data-shorter-than-shape", "unknown-datatype"],
+)  # fmt: skip
+def test_malformed_json_status_codes_are_tritons_as_documented(triton_server, body, code, message):
+    """README, Faults and recovery: Triton 2.51 answers some malformed requests with 500, not 400."""
+    url = f"{triton_server.http_url}/v2/models/{triton_server.models[Format.ONNX]}/infer"
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=30)
+    assert answered.value.code == code and message in answered.value.read().decode()
 
 
 def test_metrics_endpoint_counts_inferences(triton_server):
@@ -221,6 +245,8 @@ def test_second_start_reuses_the_running_server(triton_server):
     status = srv.status(triton_server.config.state_dir)
     assert status.running and status.ready and status.state is not None
     assert status.state.http_url == triton_server.http_url
+    assert status.problems == {} and status.state.restarts == 0
+    assert srv.server_id(triton_server.http_url) == status.state.server_id  # the one this state started
 
 
 def test_a_model_that_fails_to_load_is_a_clear_error(triton_server, tmp_path):
@@ -264,4 +290,4 @@ def test_start_timeout_is_an_error_and_stops_the_server(triton_server, tmp_path)
     with pytest.raises(srv.StartTimeoutError, match=r"not ready after 0 s \(raise --timeout"), srv.LocalTriton(config):
         pytest.fail("a server that loads a 170 MB model cannot be ready within 0.5 s")
     assert srv.running_state(state_dir) is None
-    assert _processes_mentioning(str(state_dir)) == []  # neither tritonserver nor its stubs
+    assert _processes_mentioning(str(state_dir)) == []  # neither supervisor, tritonserver nor its stubs

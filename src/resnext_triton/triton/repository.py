@@ -113,7 +113,8 @@ def publish_version(
         model_dir: the model's directory in the repository.
         fill: writes the model file(s) into the staging directory it is given and returns the
             manifest, which is written beside them as export_manifest.json.
-        keep: how many versions to keep, the new one included (0 keeps all).
+        keep: how many versions to keep, the new one included (0 keeps all). A version that a
+            running Triton on this host serves is never removed (see :func:`prune_versions`).
 
     Returns:
         The published version directory.
@@ -145,10 +146,40 @@ def publish_version(
         raise
     log.info("published %s", target)
     if keep:
-        for old in versions(model_dir)[:-keep]:
-            shutil.rmtree(model_dir / str(old), ignore_errors=True)
-            log.info("removed old version %s/%d", model_dir.name, old)
+        prune_versions(model_dir, keep)
     return target
+
+
+def prune_versions(model_dir: Path, keep: int) -> list[int]:
+    """Remove all but the newest ``keep`` versions, sparing every version a running Triton serves.
+
+    The tritonservers of this host are asked which versions of the model they have loaded (or are
+    loading); when one that serves the model cannot be asked, nothing is removed.
+
+    Returns:
+        The versions removed.
+    """
+    from resnext_triton.triton.local.served import served_versions  # the launcher imports this module
+
+    old = versions(model_dir)[:-keep]
+    if not old:
+        return []
+    served, unknown = served_versions(model_dir)
+    if unknown:
+        log.warning(
+            "not removing old versions of %s: %s serve(s) it and cannot be asked which versions are loaded",
+            model_dir.name, "; ".join(unknown),
+        )  # fmt: skip
+        return []
+    removed = []
+    for version in old:
+        if version in served:
+            log.info("keeping old version %s/%d: a running Triton serves it", model_dir.name, version)
+            continue
+        shutil.rmtree(model_dir / str(version), ignore_errors=True)
+        log.info("removed old version %s/%d", model_dir.name, version)
+        removed.append(version)
+    return removed
 
 
 def _remove_stale_staging(model_dir: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from resnext_triton.triton.local.control import DEFAULT_STOP_TIMEOUT_S, ServerStatus, start, status, stop
 from resnext_triton.triton.local.errors import ServerError
 from resnext_triton.triton.local.launch import (
     DEFAULT_GRPC_PORT,
@@ -21,23 +22,41 @@ from resnext_triton.triton.local.launch import (
     ServerConfig,
 )
 from resnext_triton.triton.local.state import (
-    ADMIN_HEADER,
     DEFAULT_HOST,
     ENV_BIND_ADDRESS,
     ENV_MODEL_REPOSITORY,
     ENV_STATE_DIR,
-    GRPC_ADMIN_HEADER,
     LOG_FILE,
-    TOKEN_FILE,
+    VIEW_DIR,
     ServerState,
     default_repository,
     default_state_dir,
 )
-from resnext_triton.triton.local.supervise import DEFAULT_STOP_TIMEOUT_S, start, status, stop
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), got {port}")
+    return port
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,13 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=None,
-        help="pid, ports, log, backends and the admin token live here "
+        help="pids, ports, log, backends and the serving view live here "
         f"(default: ${ENV_STATE_DIR} or <project>/.triton)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,logs}")
 
-    p_start = sub.add_parser("start", help="start Triton (no-op if it already runs) and wait until it is ready")
+    p_start = sub.add_parser(
+        "start", help="start a supervised Triton (no-op if it already runs) and wait until it is ready"
+    )
     p_start.add_argument(
         "--model-repository",
         type=Path,
@@ -69,31 +90,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"address to bind HTTP, gRPC and metrics to (default: ${ENV_BIND_ADDRESS} or {DEFAULT_HOST})",
     )
-    p_start.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="HTTP port (default %(default)s)")
-    p_start.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port (default %(default)s)")
+    p_start.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT, help="HTTP port (default %(default)s)")
+    p_start.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="gRPC port (default %(default)s)")
     p_start.add_argument(
-        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="metrics port (default %(default)s)"
+        "--metrics-port", type=_port, default=DEFAULT_METRICS_PORT, help="metrics port (default %(default)s)"
     )
     p_start.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for readiness (default %(default)s)"
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for readiness, and for a broken model to come back before a restart "
+        "(default %(default)s)",
     )
     p_start.add_argument(
         "--model",
         action="append",
         dest="models",
         metavar="NAME",
-        help="load only this model (repeatable; default: every model this CPU host can serve)",
+        help="serve only this model (repeatable; an image pipeline brings its models; "
+        "default: every model this CPU host can serve)",
     )
     p_start.add_argument("--log-verbose", type=int, default=0, help="Triton's --log-verbose level (default 0)")
 
     p_stop = sub.add_parser("stop", help="stop the server this state directory started")
     p_stop.add_argument(
         "--timeout",
-        type=float,
+        type=_positive,
         default=DEFAULT_STOP_TIMEOUT_S,
         help="seconds to wait before killing it (default %(default)s)",
     )
-    p_status = sub.add_parser("status", help="is it running and ready, which models are loaded (exit 3 if not running)")
+    p_status = sub.add_parser(
+        "status", help="is it running and can it serve, which models, restarts (exit 1 not ready, 3 not running)"
+    )
     p_status.add_argument("--json", action="store_true", help="machine-readable output")
     p_logs = sub.add_parser("logs", help="print the end of Triton's log")
     p_logs.add_argument("-n", "--lines", type=int, default=50, help="lines to print (default %(default)s)")
@@ -101,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_endpoints(state: ServerState, states: dict[str, str]) -> None:
+def _print_endpoints(state: ServerState, states: dict[str, str], problems: dict[str, str] | None = None) -> None:
+    problems = problems or {}
     ready = [m for m, s in states.items() if s == "READY"]
     print(f"  HTTP     {state.http_url}")
     print(f"  gRPC     {state.grpc_url}")
@@ -109,14 +138,14 @@ def _print_endpoints(state: ServerState, states: dict[str, str]) -> None:
     print(f"  READY    {', '.join(ready) if ready else '(none)'}")
     for name, model_state in states.items():
         if model_state != "READY":
-            reason = state.skipped.get(name, "")
+            reason = problems.get(name) or state.skipped.get(name, "")
             print(f"  {model_state:<8} {name}" + (f" ({reason})" if reason else ""))
+    for name, reason in state.skipped.items():
+        if name not in states:
+            print(f"  skipped  {name}: {reason}")
     print(f"  repo     {state.repo} (configs/{MODEL_CONFIG_NAME}.pbtxt)")
+    print(f"  serving  {Path(state.state_dir) / VIEW_DIR} (poll mode: new versions go live, no load/unload API)")
     print(f"  log      {state.log_file}")
-    token_file = Path(state.state_dir) / TOKEN_FILE
-    print(
-        f"  admin    load/unload: HTTP header '{ADMIN_HEADER}' (gRPC '{GRPC_ADMIN_HEADER}') = contents of {token_file}"
-    )
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -140,56 +169,59 @@ def _cmd_start(args: argparse.Namespace) -> int:
             print("  (it keeps its own ports; run `stop` first to change them)")
     else:
         version = f" {state.version}" if state.version else ""
-        print(f"Triton Inference Server{version} is ready (pid {state.pid})")
-    for name, reason in state.skipped.items():
-        if name not in result.model_states:
-            print(f"  skipped  {name}: {reason}")
+        print(f"Triton Inference Server{version} is ready (pid {state.pid}, supervisor pid {state.supervisor_pid})")
     _print_endpoints(state, result.model_states)
     return EXIT_OK
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    state = stop(args.state_dir, timeout_s=args.timeout)
-    if state is None:
+    result = stop(args.state_dir, timeout_s=args.timeout)
+    if result.state is None:
         print("Triton is not running")
     else:
-        print(f"stopped Triton (pid {state.pid})")
+        print(f"stopped Triton (pid {result.state.pid}, supervisor pid {result.state.supervisor_pid})")
+    if result.cleanup:
+        print(f"removed what a server of this state directory left: {result.cleanup.describe()}")
     return EXIT_OK
+
+
+def _status_json(info: ServerStatus) -> str:
+    data: dict[str, object] = {"running": info.running, "ready": info.ready, "models": info.model_states,
+                               "problems": info.problems, "leftover_processes": info.leftovers}  # fmt: skip
+    if info.state is not None:
+        st = info.state
+        data.update(
+            pid=st.pid, supervisor_pid=st.supervisor_pid, server_id=st.server_id, phase=st.phase,
+            restarts=st.restarts, model_recoveries=st.recoveries, last_exit=st.last_exit,
+            http_url=st.http_url, grpc_url=st.grpc_url, metrics_url=st.metrics_url, log_file=st.log_file,
+            repo=st.repo,
+        )  # fmt: skip
+    return json.dumps(data, indent=2)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     info = status(args.state_dir)
+    code = EXIT_NOT_RUNNING if not info.running else EXIT_OK if info.ready else EXIT_ERROR
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "running": info.running,
-                    "ready": info.ready,
-                    "models": info.model_states,
-                    **(
-                        {
-                            "pid": info.state.pid,
-                            "http_url": info.state.http_url,
-                            "grpc_url": info.state.grpc_url,
-                            "metrics_url": info.state.metrics_url,
-                            "log_file": info.state.log_file,
-                            "repo": info.state.repo,
-                        }
-                        if info.state
-                        else {}
-                    ),
-                },
-                indent=2,
-            )
-        )
-        return EXIT_OK if info.running else EXIT_NOT_RUNNING
+        print(_status_json(info))
+        return code
     if info.state is None:
         print("Triton is not running")
-        return EXIT_NOT_RUNNING
-    uptime = time.time() - info.state.started_at
-    print(f"Triton is running (pid {info.state.pid}, up {uptime:.0f} s), {'ready' if info.ready else 'NOT ready'}")
-    _print_endpoints(info.state, info.model_states)
-    return EXIT_OK if info.ready else EXIT_ERROR
+        if info.leftovers:
+            print(f"  {info.leftovers} process(es) of a crashed server remain: `stop` removes them")
+        return code
+    st = info.state
+    uptime = time.time() - (st.server_started_at or st.started_at)
+    print(
+        f"Triton is running (pid {st.pid}, up {uptime:.0f} s; supervisor pid {st.supervisor_pid}, "
+        f"restarts {st.restarts}, model reloads {st.recoveries}), {'ready' if info.ready else 'NOT ready'}"
+    )
+    if st.last_exit:
+        print(f"  last exit: tritonserver {st.last_exit}")
+    if "(server)" in info.problems:
+        print(f"  problem  {info.problems['(server)']}")
+    _print_endpoints(st, info.model_states, info.problems)
+    return code
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -214,13 +246,13 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 3 status: not running)."""
+    """Run the command line; returns the exit status (0 ok, 1 error or not ready, 2 usage, 3 not running)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("resnext_triton").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     commands = {"start": _cmd_start, "stop": _cmd_stop, "status": _cmd_status, "logs": _cmd_logs}
     try:
-        return commands[args.command](args)
+        return int(commands[args.command](args))
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if exc.log_tail:

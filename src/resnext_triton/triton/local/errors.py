@@ -8,7 +8,7 @@ from pathlib import Path
 from resnext_triton.triton.local.state import log_tail
 
 _LOAD_FAILED = re.compile(r"failed to load '([^']+)'(?: version \d+)?: (.*)")
-_CREATE_FAILED = re.compile(r"error: creating server: (.*)")
+_CREATE_FAILED = re.compile(r"error: creating server: (.*)|failed to start \w+ service: (.*)")
 
 
 class ServerError(RuntimeError):
@@ -29,6 +29,10 @@ class DependencyError(ServerError):
 
 class PortInUseError(ServerError):
     """A port the server should listen on is taken."""
+
+
+class AddressError(ServerError):
+    """The address to bind to is not one of this host's."""
 
 
 class NoModelsError(ServerError):
@@ -67,8 +71,8 @@ def failure_from_log(log_file: Path, models: list[str]) -> ServerError:
     if failures:
         detail = "; ".join(f"{name}: {why}" for name, why in failures.items())
         return ModelLoadError(f"model failed to load: {detail}", failures=failures, log_tail=tail)
-    created = [m.group(1) for line in text.splitlines() if (m := _CREATE_FAILED.search(line))]
-    reason = created[-1] if created else "see the log"
-    if "Address already in use" in text or "address already in use" in text:
+    created = [m.group(1) or m.group(2) for line in text.splitlines() if (m := _CREATE_FAILED.search(line))]
+    reason = created[-1].strip().rstrip('"').strip() if created else "see the log"
+    if "address already in use" in text.lower() or "already in use" in reason:
         return PortInUseError(f"tritonserver could not bind its ports: {reason}", log_tail=tail)
     return ServerExitedError(f"tritonserver exited while starting: {reason}", log_tail=tail)

@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 
 from resnext_triton.triton.local.errors import DependencyError
+from resnext_triton.triton.local.procs import STUB_NAME, backend_dir
 
 log = logging.getLogger(__name__)
 
-BACKENDS_DIR = "backends"
 STANDIN_BACKENDS = ("onnxruntime", "pytorch")
 STANDIN_BASE = "_resnext_standin.py"
 
@@ -139,7 +139,7 @@ def install_standins(backends: Path) -> Path:
     Returns:
         ``backends``.
     """
-    package_backends = resources.files("resnext_triton.triton").joinpath(BACKENDS_DIR)
+    package_backends = resources.files("resnext_triton.triton").joinpath("backends")
     for name in STANDIN_BACKENDS:
         target_dir = backends / name
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -155,10 +155,10 @@ def prepare_backends(state_dir: Path, install: TritonInstallation) -> Path:
     Returns:
         The backend directory to pass as ``--backend-directory``.
     """
-    backends = state_dir / BACKENDS_DIR
+    backends = backend_dir(state_dir)
     python_dir = backends / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
         _copy_if_changed(install.python_backend / name, python_dir / name)
-    _copy_if_changed(install.stub, python_dir / install.stub.name, mode=0o755)
+    _copy_if_changed(install.stub, python_dir / STUB_NAME, mode=0o755)
     return install_standins(backends)

@@ -7,14 +7,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from resnext_triton.triton.local import supervise
+from resnext_triton.triton.local import control
 from resnext_triton.triton.local.errors import ServerError
 from resnext_triton.triton.local.launch import ServerConfig
-from resnext_triton.triton.local.state import ADMIN_HEADER, GRPC_ADMIN_HEADER, ServerState, log_tail, repository_token
+from resnext_triton.triton.local.state import ServerState, log_tail, running_state
 
 
 class LocalTriton:
-    """A local Triton for the lifetime of a ``with`` block.
+    """A local Triton for the lifetime of a ``with`` block (supervised: restarted if it dies).
 
     It stops the server on exit only if it started it (a server already running for the same
     state directory is reused and left running).
@@ -23,17 +23,17 @@ class LocalTriton:
     def __init__(self, config: ServerConfig | None = None, **overrides: Any) -> None:
         base = config or ServerConfig()
         self.config = replace(base, **overrides) if overrides else base
-        self.result: supervise.StartResult | None = None
+        self.result: control.StartResult | None = None
 
     def start(self) -> LocalTriton:
         """Start (or reuse) the server and wait until it is ready."""
-        self.result = supervise.start(self.config)
+        self.result = control.start(self.config)
         return self
 
     def stop(self) -> None:
         """Stop the server if this object started it."""
         if self.result is not None and not self.result.already_running:
-            supervise.stop(Path(self.result.state.state_dir))
+            control.stop(Path(self.result.state.state_dir))
         self.result = None
 
     def __enter__(self) -> LocalTriton:
@@ -72,18 +72,19 @@ class LocalTriton:
 
     @property
     def models(self) -> list[str]:
-        """The models loaded at start."""
+        """The models in the serving view at start."""
         return list(self.state.models)
 
-    @property
-    def admin_headers(self) -> dict[str, str]:
-        """The HTTP header that unlocks the model-repository, trace and logging APIs."""
-        return {ADMIN_HEADER: repository_token(Path(self.state.state_dir))}
+    def current_state(self) -> ServerState:
+        """The server's state as its supervisor last wrote it (pid, restarts, phase, health).
 
-    @property
-    def grpc_admin_headers(self) -> dict[str, str]:
-        """The gRPC metadata that unlocks the model-repository, trace and logging protocols."""
-        return {GRPC_ADMIN_HEADER: repository_token(Path(self.state.state_dir))}
+        Raises:
+            ServerError: if the server is not started or its supervisor no longer runs.
+        """
+        state = running_state(Path(self.state.state_dir))
+        if state is None:
+            raise ServerError(f"no supervisor runs for {self.state.state_dir}")
+        return state
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log."""

@@ -1,18 +1,19 @@
-"""The state directory of a local Triton: where things live, ports, ``server.json``, the admin token, the lock.
+"""The state directory of a local Triton: where things live, ports, ``server.json``, the lock.
 
-Everything the server needs lives in a *state directory* (default ``<project>/.triton/``): the
-backend directory, ``server.json`` (pid, ports, models), ``triton.log`` and the token that guards
-the model-repository, trace and logging APIs (``repository-api-token``).
+Everything a server needs lives in a *state directory* (default ``<project>/.triton/``): the
+backend directory, the *serving view* Triton polls (``serving/``), ``launch.json`` (how it was
+started), ``server.json`` (written by the supervisor: pids, ports, phase, restarts, model health)
+and ``triton.log``. No secret lives there: Triton runs in poll mode, which has no admin API to guard.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,12 +29,16 @@ ENV_BIND_ADDRESS = "TRITON_BIND_ADDRESS"
 
 DEFAULT_HOST = "127.0.0.1"
 STATE_FILE = "server.json"
+LAUNCH_FILE = "launch.json"
 LOG_FILE = "triton.log"
-TOKEN_FILE = "repository-api-token"
 LOCK_FILE = ".lock"
-ADMIN_HEADER = "admin-token"
-# Triton expects a restricted gRPC protocol's key with this prefix in the call's metadata.
-GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+VIEW_DIR = "serving"
+SUPERVISOR_MODULE = "resnext_triton.triton.local.supervisor"
+
+# The phases a supervisor reports in server.json.
+STARTING, READY, RECOVERING, RESTARTING, FAILED, STOPPING = (
+    "starting", "ready", "recovering", "restarting", "failed", "stopping",
+)  # fmt: skip
 
 
 def project_root() -> Path:
@@ -67,15 +72,21 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """True if nothing can listen on ``host:port`` now (a listener holds it, or the address is invalid)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why nothing could listen on ``host:port`` now (None if something could)."""
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+    except OSError as exc:
+        return exc
+    return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if a listener holds ``host:port`` (an address this host does not have is not 'in use')."""
+    error = bind_error(host, port)
+    return error is not None and error.errno == errno.EADDRINUSE
 
 
 def client_host(host: str) -> str:
@@ -94,7 +105,13 @@ def _url_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class ServerState:
-    """What ``server.json`` in the state directory records about a running server."""
+    """What ``server.json`` records about a supervised server (the supervisor writes it).
+
+    ``pid`` is the current tritonserver (0 while it is being restarted), ``server_id`` the
+    ``--id`` it was started with (Triton reports it as ``name`` in ``/v2``), ``health`` maps a
+    model to what is wrong with it ("" when nothing is) and ``regions`` names the ``/dev/shm``
+    regions of the Python-backend stubs, removed after a crash.
+    """
 
     pid: int
     host: str
@@ -108,6 +125,16 @@ class ServerState:
     models: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     version: str = ""
+    supervisor_pid: int = 0
+    server_id: str = ""
+    phase: str = STARTING
+    restarts: int = 0
+    recoveries: int = 0
+    last_exit: str = ""
+    server_started_at: float = 0.0
+    checked_at: float = 0.0
+    health: dict[str, str] = field(default_factory=dict)
+    regions: list[str] = field(default_factory=list)
 
     @property
     def http_url(self) -> str:
@@ -127,7 +154,7 @@ class ServerState:
     def save(self) -> None:
         """Write ``server.json`` atomically."""
         path = Path(self.state_dir) / STATE_FILE
-        tmp = path.with_name(f".{STATE_FILE}.tmp")
+        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
 
@@ -141,7 +168,8 @@ class ServerState:
         path = state_dir / STATE_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**data)
+            known = cls.__dataclass_fields__
+            return cls(**{k: v for k, v in data.items() if k in known})
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:
@@ -149,40 +177,30 @@ class ServerState:
             return None
 
 
-def repository_token(state_dir: Path) -> str:
-    """The model-repository API token of a state directory (created on first use, mode 0600)."""
-    path = state_dir / TOKEN_FILE
+def cmdline(pid: int) -> list[str]:
+    """The command line of a process ([] if it is gone or unreadable)."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""
-    if not token:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
-    return token
-
-
-def _is_tritonserver(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return pid_alive(pid)
-    return bool(cmdline) and cmdline[0].endswith(b"tritonserver")
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0")[:-1]]
+
+
+def supervisor_alive(state: ServerState) -> bool:
+    """True if the supervisor recorded in ``state`` still runs (a reused pid does not count)."""
+    pid = state.supervisor_pid
+    if pid <= 0 or not pid_alive(pid):
+        return False
+    argv = cmdline(pid)
+    return not argv or SUPERVISOR_MODULE in argv  # unreadable: trust the pid
 
 
 def running_state(state_dir: Path) -> ServerState | None:
-    """The state of the server this state directory started, if it still runs (a stale record is removed)."""
+    """The state of the server this state directory supervises, if its supervisor still runs."""
     state = ServerState.load(state_dir)
-    if state is None:
+    if state is None or not supervisor_alive(state):
         return None
-    if pid_alive(state.pid) and _is_tritonserver(state.pid):
-        return state
-    log.debug("removing stale %s (pid %d is gone)", state_dir / STATE_FILE, state.pid)
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return None
+    return state
 
 
 @contextlib.contextmanager
