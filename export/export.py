@@ -9,7 +9,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from resnext_triton.exporters.cli import main
+from resnext_triton.checkout import run_main  # .venv/bin/python takes over when dependencies are missing
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(__file__, "resnext_triton.exporters.cli"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import os
 import socket
 import threading
 import time
@@ -16,7 +17,15 @@ import pytest
 from PIL import Image
 
 from resnext_triton.client.errors import FetchError, PreprocessError
-from resnext_triton.client.inputs import Source, SourceKind, expand_inputs, fetch_url, is_url, load_source
+from resnext_triton.client.inputs import (
+    Source,
+    SourceKind,
+    expand_inputs,
+    fetch_url,
+    is_url,
+    load_source,
+    load_source_bytes,
+)
 
 
 def _png(color: tuple[int, int, int] = (10, 200, 30), size: tuple[int, int] = (8, 6)) -> bytes:
@@ -110,6 +119,39 @@ def test_load_source_errors(tree: Path) -> None:
         load_source(Source.file(tree / "a"))
     with pytest.raises(FetchError, match="no such file"):
         load_source(Source.file(tree / "gone.png"))
+
+
+def test_a_symlink_loop_is_skipped_with_a_warning_and_the_rest_is_listed(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tree / "a" / "b" / "up").symlink_to("..")  # a/b/up -> a: the walk would go round forever
+    (tree / "a" / "self.png").symlink_to("self.png")  # a link to itself cannot even be examined
+    (tree / "a" / "b" / "photos").symlink_to(tree / "a" / "b")  # leads to the directory it sits in
+    with caplog.at_level("WARNING", logger="resnext_triton.client.inputs"):
+        names = _names(expand_inputs([str(tree)]), tree)
+    assert names == ["a/b/x.webp", "a/y.JPG", "z.png"]
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert warnings == [
+        f"skipping {tree}/a/b/photos: a symbolic link loop (it leads back to a directory above it)",
+        f"skipping {tree}/a/b/up: a symbolic link loop (it leads back to a directory above it)",
+        f"skipping {tree}/a/self.png: Too many levels of symbolic links",
+    ]
+
+
+def test_a_directory_reached_twice_without_a_loop_is_still_walked(tree: Path) -> None:
+    (tree / "again").symlink_to(tree / "a" / "b")
+    assert _names(expand_inputs([str(tree)]), tree) == ["a/b/x.webp", "a/y.JPG", "again/x.webp", "z.png"]
+
+
+@pytest.mark.parametrize("loader", [load_source, load_source_bytes])
+def test_a_fifo_is_not_a_regular_file_and_is_never_opened(tree: Path, loader: object) -> None:
+    fifo = tree / "pipe.jpg"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"^not a regular file \(a FIFO\): .*pipe\.jpg$"):
+        loader(Source.file(fifo))  # type: ignore[operator]
+    assert time.monotonic() - started < 1
+    assert "pipe.jpg" not in _names(expand_inputs([str(tree)]), tree)  # the walk lists regular files only
 
 
 # ----------------------------------------------------------------------------------------- URLs

@@ -65,6 +65,22 @@ def test_ordered_map_raises_the_items_error_and_cancels_the_rest() -> None:
         list(ordered_map(lambda i: Future(), [1], window=0))
 
 
+def test_ordered_map_raises_the_abort_at_once_without_waiting_for_the_work_in_flight() -> None:
+    abort: Future[None] = Future()
+    never: Future[int] = Future()  # a request to a frozen server
+    done: Future[int] = Future()
+    done.set_result(7)
+    futures = iter([done, never])
+    it = ordered_map(lambda _: next(futures), range(2), window=2, abort=abort)
+    assert next(it) == 7  # what is done is handed out first
+    threading.Timer(0.2, abort.set_exception, [ConnectionError("server froze")]).start()
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="server froze"):
+        next(it)
+    assert time.monotonic() - started < 2
+    assert never.cancelled()
+
+
 def test_worker_pool_gives_each_thread_its_own_context_and_closes_it_there() -> None:
     opened: list[tuple[int, int]] = []
     closed: list[tuple[int, int]] = []

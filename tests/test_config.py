@@ -4,8 +4,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.spec import Format, ModelSpec, labels_digest
 from resnext_triton.triton.config import ServingOptions, build_config, graph_batch_sizes, parse_pbtxt, to_pbtxt
+from resnext_triton.triton.ensemble import build_ensemble_config
 from resnext_triton.triton.repository import CPU_CONFIG, write_configs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,14 +18,20 @@ def test_gpu_config_round_trips_through_tritons_schema(fmt):
     spec = ModelSpec()
     config = parse_pbtxt(to_pbtxt(build_config(spec, fmt, ServingOptions())))
     assert config.name == spec.model_name(fmt)
-    assert config.backend == {"torchscript": "pytorch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}[fmt.value]
+    backends = {"torchscript": "pytorch", "onnx": "onnxruntime", "onnx_int8": "onnxruntime", "tensorrt": "tensorrt"}
+    assert config.backend == backends[fmt.value]
     assert config.max_batch_size == 64
     (inp,) = config.input
     assert (inp.name, list(inp.dims), inp.format) == ("INPUT__0", [3, 224, 224], mc.ModelInput.FORMAT_NCHW)
-    (out,) = config.output
-    assert (out.name, list(out.dims), out.label_filename) == ("OUTPUT__0", [1000], "labels.txt")
+    logits, features = config.output
+    assert (logits.name, list(logits.dims), logits.label_filename) == ("OUTPUT__0", [1000], "labels.txt")
+    assert (features.name, list(features.dims), features.label_filename) == ("FEATURES__1", [2048], "")
+    assert logits.data_type == features.data_type == mc.TYPE_FP32
+    assert config.parameters["labels_sha256"].string_value == labels_digest(spec.labels())
     assert config.dynamic_batching.max_queue_delay_microseconds == 100
-    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    # INT8 runs on ONNX Runtime's CPU kernels on every host
+    kind = mc.ModelInstanceGroup.KIND_CPU if fmt is Format.ONNX_INT8 else mc.ModelInstanceGroup.KIND_GPU
+    assert config.instance_group[0].kind == kind
     assert config.model_warmup[0].inputs["INPUT__0"].random_data
     assert config.optimization.cuda.graphs == (fmt is Format.TENSORRT)
 
@@ -44,7 +51,34 @@ def test_onnx_tensorrt_accelerator_and_fp16_torchscript():
     (accel,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel.name == "tensorrt" and accel.parameters["precision_mode"] == "FP16"
     ts = build_config(ModelSpec(), Format.TORCHSCRIPT, ServingOptions(fp16_input=True))
-    assert ts.input[0].data_type == ts.output[0].data_type == mc.TYPE_FP16
+    assert ts.input[0].data_type == ts.output[0].data_type == ts.output[1].data_type == mc.TYPE_FP16
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_image_pipeline_exposes_the_logits_and_the_features(fmt):
+    spec = ModelSpec()
+    config = parse_pbtxt(to_pbtxt(build_ensemble_config(spec, fmt, ServingOptions())))
+    assert [(o.name, list(o.dims)) for o in config.output] == [("OUTPUT__0", [1000]), ("FEATURES__1", [2048])]
+    assert config.output[0].label_filename == "labels.txt" and not config.output[1].label_filename
+    _, classify = config.ensemble_scheduling.step
+    assert classify.model_name == spec.model_name(fmt)
+    assert dict(classify.output_map) == {"OUTPUT__0": "OUTPUT__0", "FEATURES__1": "FEATURES__1"}
+    assert config.parameters["labels_sha256"].string_value == labels_digest(spec.labels())
+
+
+def test_a_fine_tuned_variant_declares_its_classes_features_and_label_digest(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"part {i}\n" for i in range(10)))
+    spec = ModelSpec(variant="resnext50_32x4d", num_classes=10, labels_path=labels)
+    config = build_config(spec, Format.ONNX, ServingOptions())
+    assert config.name == "resnext50_32x4d_onnx"
+    assert [(o.name, list(o.dims)) for o in config.output] == [("OUTPUT__0", [10]), ("FEATURES__1", [2048])]
+    digest = config.parameters["labels_sha256"].string_value
+    assert digest == labels_digest([f"part {i}" for i in range(10)]) != labels_digest(ModelSpec().labels())
+    model_dir = write_configs(tmp_path / "repo", spec, Format.ONNX, ServingOptions())
+    import hashlib
+
+    assert hashlib.sha256((model_dir / "labels.txt").read_bytes()).hexdigest() == digest  # the served file's hash
 
 
 def test_options_validation():
@@ -68,7 +102,7 @@ def test_committed_configs_have_not_drifted(tmp_path):
     assert generated == committed
     for rel in generated:
         assert (COMMITTED / rel).read_text() == (tmp_path / rel).read_text(), (
-            f"{rel} drifted: run `python export/export.py --configs-only --formats torchscript,onnx,tensorrt`"
+            f"{rel} drifted: run `python export/export.py --configs-only --formats torchscript,onnx,onnx_int8,tensorrt`"
         )
     assert not (tmp_path / spec.model_name(Format.TENSORRT) / CPU_CONFIG).exists()
 

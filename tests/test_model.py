@@ -1,7 +1,8 @@
 import pytest
 import torch
+from torch import nn
 
-from resnext_triton.model import build_model, count_parameters
+from resnext_triton.model import WithFeatures, build_model, count_parameters
 from resnext_triton.spec import ModelSpec
 
 # torchvision's published parameter counts for its builders, and NVIDIA's for 101-32x4d.
@@ -42,3 +43,31 @@ def test_forward_shape_and_num_classes():
         out = model(torch.randn(2, 3, 224, 224))
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant", sorted(PARAMS))
+def test_every_variant_has_2048_features_before_fc(variant):
+    spec = ModelSpec(variant=variant)
+    model = build_model(spec)
+    assert spec.feature_dim == model.fc.in_features == 2048
+
+
+def test_with_features_returns_the_logits_and_the_features_they_come_from():
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(variant="resnext50_32x4d", num_classes=7, labels_path="unused.txt"))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        logits, features = WithFeatures(model).eval()(x)
+        alone = model(x)
+        pooled = model.avgpool(model.layers(model.maxpool(model.relu(model.bn1(model.conv1(x)))))).flatten(1)
+        head = model.fc(features)
+    assert logits.shape == (2, 7) and features.shape == (2, 2048)
+    torch.testing.assert_close(logits, alone)  # forward is fc(features)
+    torch.testing.assert_close(features, pooled)  # the global average pool, before fc
+    torch.testing.assert_close(logits, head)
+    assert (features >= 0).all()  # pooled after ReLU
+
+
+def test_with_features_needs_a_features_method_and_an_fc_head():
+    with pytest.raises(TypeError, match="no features"):
+        WithFeatures(nn.Linear(3, 2))

@@ -5,9 +5,15 @@ bottleneck network: the stride sits on the grouped 3x3 convolution. Parameters a
 ``conv1``/``bn1`` (stem), ``layers.{stage}.{block}.conv1..bn3`` and ``...downsample.{0,1}``, and
 ``fc``. The torchvision variants share the structure; :mod:`resnext_triton.weights` maps their
 ``layerN.`` names onto these.
+
+Every exported artifact has two outputs: the logits and the pooled features before ``fc`` (the
+image embedding, :attr:`resnext_triton.spec.ModelSpec.feature_dim` wide). :class:`WithFeatures`
+is the module the exporters trace; the network's own ``forward`` returns the logits alone.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,11 +80,40 @@ class ResNeXt(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized images (N, 3, H, W) to logits (N, num_classes)."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized images (N, 3, H, W) to the globally pooled features before ``fc`` (N, 2048)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layers(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized images (N, 3, H, W) to logits (N, num_classes)."""
+        return self.fc(self.features(x))
+
+
+class WithFeatures(nn.Module):
+    """A classifier with both outputs: ``(logits, features)``, the order of ``OUTPUT__0``, ``FEATURES__1``.
+
+    The features are computed once; the logits are ``fc`` of them, so asking for both costs nothing
+    beyond the logits. This is what the exporters trace and the eager reference runs.
+
+    Args:
+        model: a network with ``features(x)`` and an ``fc`` head (:class:`ResNeXt`).
+
+    Raises:
+        TypeError: if the model lacks either.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not callable(getattr(model, "features", None)) or not isinstance(getattr(model, "fc", None), nn.Module):
+            raise TypeError(f"{type(model).__name__} has no features() and fc head to export features from")
+        self.model: Any = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized images (N, 3, H, W) to (logits (N, num_classes), features (N, feature width))."""
+        features = self.model.features(x)
+        return self.model.fc(features), features
 
 
 def build_model(spec: ModelSpec) -> ResNeXt:

@@ -8,12 +8,20 @@ nor tritonclient: the client depends on it.
 from __future__ import annotations
 
 import enum
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 INPUT_NAME = "INPUT__0"
 OUTPUT_NAME = "OUTPUT__0"
+FEATURES_NAME = "FEATURES__1"
+"""The second output: the pooled features before ``fc`` (the image embedding). ``<name>__<index>``
+is the one spelling every backend takes: the pytorch backend maps it to the position of the
+TorchScript module's result (index 1), ONNX Runtime and TensorRT to the graph's tensor of that name."""
+LABELS_DIGEST_PARAMETER = "labels_sha256"
+"""The ``config.pbtxt`` parameter holding :func:`labels_digest` of the model's label file."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LABELS = "imagenet_labels.txt"
@@ -141,6 +149,11 @@ class ArchSpec:
     width_per_group: int
     expansion: int = 4
 
+    @property
+    def feature_dim(self) -> int:
+        """The width of the pooled features before ``fc`` (the last stage's output channels)."""
+        return 512 * self.expansion
+
 
 ARCHS: dict[str, ArchSpec] = {
     # NVIDIA's ResNeXt101-32x4d (torch.hub nvidia_resneXt): bottleneck widths 128..1024.
@@ -162,6 +175,7 @@ class ModelSpec:
     labels_path: Path | None = None
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
+    features_name: str = FEATURES_NAME
     channels: int = 3
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
@@ -184,6 +198,11 @@ class ModelSpec:
         size = self.preprocessing.crop
         return (self.channels, size, size)
 
+    @property
+    def feature_dim(self) -> int:
+        """The width of the features output (2048 for every ResNeXt variant here)."""
+        return self.arch.feature_dim
+
     def model_name(self, fmt: Format) -> str:
         """The Triton model name for a format, e.g. ``resnext101_32x4d_onnx``."""
         return f"{self.variant}_{fmt.model_suffix}"
@@ -205,6 +224,23 @@ class ModelSpec:
             raise ValueError(f"{source} has {len(labels)} labels, the model has {self.num_classes} classes")
         return labels
 
+    def labels_digest(self) -> str:
+        """:func:`labels_digest` of :meth:`labels`.
+
+        Raises:
+            ValueError: as :meth:`labels`.
+        """
+        return labels_digest(self.labels())
+
     def with_(self, **changes: object) -> ModelSpec:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def labels_digest(labels: Sequence[str]) -> str:
+    """The sha256 of a label list as the repository's ``labels.txt`` holds it (one label per line).
+
+    Written into every classifier's config (:data:`LABELS_DIGEST_PARAMETER`), it tells a client
+    whether its own label list is the served model's without fetching the served one.
+    """
+    return hashlib.sha256(("\n".join(labels) + "\n").encode("utf-8")).hexdigest()

@@ -235,6 +235,35 @@ def test_directory_and_url_inputs(triton_server, photo_files: list[Path]) -> Non
     assert [p["class_id"] for p in lines[0]["predictions"]] == [p["class_id"] for p in from_file["predictions"]]
 
 
+def test_a_symlink_loop_is_skipped_with_a_warning_and_a_fifo_is_not_a_regular_file(
+    triton_server, photo_files: list[Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(photo_files[0].read_bytes())
+    (folder / "sub" / "b.jpg").write_bytes(photo_files[0].read_bytes())
+    (folder / "sub" / "up").symlink_to("..")  # walking it would go round and round
+    fifo = folder / "sub" / "pipe.jpg"
+    os.mkfifo(fifo)  # reading it would block until a writer comes
+    proc = subprocess.run(
+        [sys.executable, str(LAUNCHER), str(folder), str(fifo), "-u", triton_server.grpc_url, "--json", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == EXIT_INPUT_FAILED, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["input"] for line in lines] == [str(folder / "a.jpg"), str(folder / "sub" / "b.jpg"), str(fifo)]
+    assert lines[0]["error"] is None and lines[1]["error"] is None
+    assert lines[0]["predictions"] == lines[1]["predictions"]
+    assert lines[2]["error"] == f"not a regular file (a FIFO): {fifo}"
+    assert proc.stderr == (
+        f"WARNING resnext_triton.client.inputs: skipping {folder}/sub/up: "
+        "a symbolic link loop (it leads back to a directory above it)\n"
+    )
+
+
 # ----------------------------------------------------------------------------------------- modes
 
 
@@ -260,6 +289,9 @@ def variants(photo_files: list[Path], tmp_path_factory: pytest.TempPathFactory) 
     stored = rgb.transpose(Image.Transpose.ROTATE_90)
     stored.save(paths.setdefault("rotated.jpg", d / "rotated.jpg"), quality=95, exif=exif.tobytes())
     stored.save(paths.setdefault("sideways.jpg", d / "sideways.jpg"), quality=95)
+    # what an EXIF-aware viewer shows of rotated.jpg, stored losslessly: the very pixels to expect
+    with Image.open(paths["sideways.jpg"]) as sideways:
+        sideways.transpose(Image.Transpose.ROTATE_270).save(paths.setdefault("upright.png", d / "upright.png"))
     return paths
 
 
@@ -275,12 +307,14 @@ def test_cmyk_rgba_16bit_and_rotated_images_classify_correctly(triton_server, va
     # lossless re-encodings: the very same pixels, the very same logits
     np.testing.assert_allclose(logits["rgba.png"], logits["rgb.png"], atol=1e-4)
     np.testing.assert_allclose(logits["gray16.png"], logits["gray8.png"], atol=1e-4)
-    # lossy ones: the same picture (much closer to it than the picture turned sideways is)
+    # EXIF orientation applied: exactly the pixels of the upright picture (the same JPEG decoded, turned)
+    np.testing.assert_allclose(logits["rotated.jpg"], logits["upright.png"], atol=1e-4)
+    assert top5("rotated.jpg") == top5("upright.png")
+    assert np.abs(logits["rotated.jpg"] - logits["sideways.jpg"]).mean() > 1e-3  # it was turned
+    # lossy CMYK: the same picture (much closer to it than the picture turned sideways is)
     reference = np.abs(logits["sideways.jpg"] - logits["rgb.jpg"]).mean()
     assert reference > 0
-    for name in ("rotated.jpg", "cmyk.jpg"):
-        assert np.abs(logits[name] - logits["rgb.jpg"]).mean() < 0.5 * reference, name
-    assert top5("rotated.jpg")[:1] == top5("rgb.jpg")[:1]
+    assert np.abs(logits["cmyk.jpg"] - logits["rgb.jpg"]).mean() < 0.5 * reference
 
 
 # ----------------------------------------------------------------------------------------- failures

@@ -40,7 +40,7 @@ def test_int8_is_served_and_matches_onnx_runtime_in_process(triton_server, photo
     path = triton_server.repo / name / "1" / "model.onnx"
     batch = np.stack([preprocess_path(p) for p in photos[:4]]).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (expected,) = session.run(None, {spec.input_name: batch})
+    (expected,) = session.run([spec.output_name], {spec.input_name: batch})
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     try:
         assert client.is_model_ready(name) and client.is_model_ready(ensemble_name(spec, Format.ONNX_INT8))

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from PIL import Image
 
@@ -30,6 +31,7 @@ from resnext_triton.client.discovery import ModelDiscovery, ModelInfo
 from resnext_triton.client.errors import ClientError
 from resnext_triton.client.inference import infer_batch, prepare_input
 from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source
+from resnext_triton.client.labels import resolve_labels
 from resnext_triton.client.pipeline import Batch, Prepared, WorkerPool, make_batches, ordered_map
 from resnext_triton.client.results import ClassificationResult
 from resnext_triton.client.transport import (
@@ -40,6 +42,7 @@ from resnext_triton.client.transport import (
     make_transport,
     normalize_url,
 )
+from resnext_triton.client.watchdog import Watchdog
 from resnext_triton.preprocess import DEFAULT_MAX_PIXELS
 from resnext_triton.spec import ModelSpec
 
@@ -51,6 +54,7 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_CONCURRENCY = 2
 
 InputLike = Source | str | os.PathLike[str] | bytes | Image.Image
+R = TypeVar("R")
 
 
 class TritonClassifier:
@@ -65,13 +69,14 @@ class TritonClassifier:
         protocol: ``"grpc"`` or ``"http"``.
         model: the model name; ``None`` picks a ready ResNeXt model from the repository index
             (ONNX first, then TorchScript, then TensorRT).
-        timeout_s: seconds to wait for the server and model to become ready; also the timeout of
-            each control call.
-        request_timeout_s: seconds allowed for one inference request.
+        timeout_s: seconds to wait for the server and model to become ready, in all; also how long
+            a request may wait before the server's liveness is probed, and how long the probe may
+            take (a server that does not answer it fails the run: :mod:`.watchdog`).
+        request_timeout_s: seconds allowed for one inference request, in all.
         spec: the model spec (preprocessing and labels); default :class:`ModelSpec()`.
-        labels: class labels overriding ``spec.labels()``.
+        labels: class labels overriding the served model's (:attr:`labels`).
         max_pixels: per-image pixel limit (decompression bombs are refused).
-        url_timeout_s: seconds allowed to download one URL input.
+        url_timeout_s: seconds allowed to download one URL input, in all.
         workers: decoding/preprocessing threads (default: CPU count, at most 8).
         pipeline: send encoded files to the model's image pipeline (``<model>_image``), which
             preprocesses on the server; a model whose input is UINT8 bytes is one already.
@@ -106,14 +111,13 @@ class TritonClassifier:
         self.url = normalize_url(url, protocol) if url else default_url(protocol)
         self.requested_model = model
         self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
         self.spec = spec or ModelSpec()
         self.max_pixels = max_pixels
         self.url_timeout_s = url_timeout_s
         self.workers = workers or min(8, os.cpu_count() or 1)
         self._labels: list[str] | None = list(labels) if labels is not None else None
-        self._transport: Transport = make_transport(
-            protocol, self.url, timeout_s=timeout_s, request_timeout_s=request_timeout_s
-        )
+        self._transport = self._new_transport()
         self._discovery = ModelDiscovery(self._transport, self.spec, model, pipeline=pipeline)
         self._info: ModelInfo | None = None
 
@@ -148,22 +152,30 @@ class TritonClassifier:
 
     @property
     def labels(self) -> list[str]:
-        """The class labels (the spec's label file unless given)."""
+        """The class labels: those given, else the served model's (:func:`.labels.resolve_labels`).
+
+        Raises:
+            ServerUnavailable: if the server is not reachable within ``timeout_s``.
+            ModelNotReady: if the model is missing, not ready or not a usable classifier.
+        """
         if self._labels is None:
-            self._labels = self.spec.labels()
+            self._labels = resolve_labels(self.model_info, self.spec, self._transport)
         return self._labels
 
     def wait_until_ready(self, timeout_s: float | None = None) -> ModelInfo:
         """Wait for the server, then pick and inspect the model (:meth:`.ModelDiscovery.wait_until_ready`).
 
         Connection failures and a model still loading are retried until ``timeout_s`` (default:
-        the constructor's) has passed; a missing, failed or unusable model raises at once.
+        the constructor's) has passed, the calls to the server included; a missing, failed or
+        unusable model raises at once.
 
         Raises:
             ServerUnavailable: if the server is not live within the timeout.
             ModelNotReady: if the model is missing, not ready or not a usable classifier.
         """
-        self._info = self._discovery.wait_until_ready(self.timeout_s if timeout_s is None else timeout_s)
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        with self._transport.deadline(timeout_s):
+            self._info = self._discovery.wait_until_ready(timeout_s)
         return self._info
 
     # ----------------------------------------------------------------------------- classify
@@ -215,7 +227,9 @@ class TritonClassifier:
                 the predictions then carry logits and no probability.
 
         Raises:
-            ServerUnavailable: if the server cannot be reached (or is lost during the run).
+            ServerUnavailable: if the server cannot be reached, is lost during the run, or stops
+                answering (a request waits ``timeout_s`` and the liveness probe gets no answer
+                within ``timeout_s`` either).
             ModelNotReady: if the model is missing or unusable.
             ClientError: for an invalid top_k, batch size or concurrency.
         """
@@ -223,8 +237,6 @@ class TritonClassifier:
         size = self.resolve_batch_size(batch_size)
         if top_k < 1 or (info.num_classes is not None and top_k > info.num_classes):
             raise ClientError(f"top_k must be between 1 and the number of classes, got {top_k}")
-        if concurrency < 1:
-            raise ClientError(f"concurrency must be >= 1, got {concurrency}")
         labels = self.labels
         if info.num_classes is not None and info.num_classes != len(labels):
             logger.warning(
@@ -232,6 +244,31 @@ class TritonClassifier:
                 info.num_classes,
                 len(labels),
             )
+        infer = partial(infer_batch, info=info, top_k=top_k, server_topk=server_topk, labels=labels)
+        yield from self.stream(inputs, infer, batch_size=size, concurrency=concurrency)
+
+    def stream(
+        self,
+        inputs: Iterable[InputLike],
+        work: Callable[[InferSession, Batch], list[R]],
+        *,
+        batch_size: int,
+        concurrency: int,
+    ) -> Iterator[R]:
+        """Decode and preprocess inputs in threads and hand them to ``work`` in batches; yield its results.
+
+        The engine under :meth:`classify_iter` (and :meth:`.embed.TritonEmbedder.embed_iter`):
+        ``work`` sends one batch through a session and returns one result per entry, with up to
+        ``concurrency`` batches in flight under the watchdog; results come in input order.
+
+        Raises:
+            ServerUnavailable: if the server cannot be reached, is lost, or stops answering.
+            ClientError: for a concurrency below 1.
+        """
+        if concurrency < 1:
+            raise ClientError(f"concurrency must be >= 1, got {concurrency}")
+        info = self.model_info
+        size = batch_size
         sources = (Source.of(item, i) for i, item in enumerate(inputs))
         decoders = ThreadPoolExecutor(self.workers, thread_name_prefix="resnext-decode")
         senders: WorkerPool[InferSession] = WorkerPool(concurrency, self._transport.infer_session, name="resnext-infer")
@@ -242,22 +279,33 @@ class TritonClassifier:
             max_pixels=self.max_pixels,
             url_timeout_s=self.url_timeout_s,
         )
-        infer = partial(infer_batch, info=info, top_k=top_k, server_topk=server_topk, labels=labels)
+        watchdog = Watchdog(self._new_transport, patience_s=self.timeout_s)
         try:
 
             def decode(source: Source) -> Future[Prepared]:
                 return decoders.submit(prepare, source)
 
-            def send(batch: Batch) -> Future[list[ClassificationResult]]:
-                return senders.submit(infer, batch)
+            def watched(session: InferSession, batch: Batch) -> list[R]:
+                with watchdog.request():
+                    return work(session, batch)
+
+            def send(batch: Batch) -> Future[list[R]]:
+                return senders.submit(watched, batch)
 
             window = size * (concurrency + 1) + self.workers
             prepared = ordered_map(decode, sources, window)
-            for results in ordered_map(send, make_batches(prepared, size), concurrency):
-                yield from results
+            with watchdog:
+                batches = make_batches(prepared, size)
+                for results in ordered_map(send, batches, concurrency, abort=watchdog.abort):
+                    yield from results
         finally:
             decoders.shutdown(wait=False, cancel_futures=True)
-            senders.shutdown(timeout_s=1.0)
+            senders.shutdown(timeout_s=0.0 if watchdog.abort.done() else 1.0)
+
+    def _new_transport(self) -> Transport:
+        return make_transport(
+            self.protocol, self.url, timeout_s=self.timeout_s, request_timeout_s=self.request_timeout_s
+        )
 
     def resolve_batch_size(self, batch_size: int | None = None) -> int:
         """The batch size a run uses: ``batch_size``, or the default for the model.

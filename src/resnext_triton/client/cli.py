@@ -3,7 +3,8 @@
 Usage::
 
     python client/classify.py IMAGE [IMAGE|DIR|GLOB|URL ...] [-u URL] [-i grpc|http] [-m MODEL]
-        [-b BATCH] [-k TOPK] [--concurrency N] [--timeout S] [--json] [--server-topk]
+        [-b BATCH] [-k TOPK] [--concurrency N] [--timeout S] [--request-timeout S] [--url-timeout S]
+        [--json] [--server-topk]
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ EXIT_INTERRUPTED = 130
 EPILOG = f"""\
 inputs:
   Files are taken whatever their extension; directories are walked recursively (files with an
-  image extension Pillow can open; hidden entries skipped); quote globs to let the client expand
-  them (** recurses); http(s) URLs are downloaded (--url-timeout). Each input is decoded with EXIF
+  image extension Pillow can open; hidden entries skipped; a symbolic link that loops back to a
+  directory above it skipped with a warning); quote globs to let the client expand them (**
+  recurses); http(s) URLs are downloaded (--url-timeout). Each input is decoded with EXIF
   orientation applied and converted to RGB: transparent images (RGBA, LA, PA, palette with
   transparency) are composited on a WHITE background; grayscale is replicated; CMYK, YCbCr, LAB
   go through Pillow's conversion; 16-bit images are scaled (not clipped) to 8 bits. Then NVIDIA's
@@ -60,12 +62,20 @@ output:
   extension picks the top-k: it returns logits, so "probability" is null and "logit" holds the
   value Triton gave.
 
+time limits:
+  Each is a total limit, however slowly a server answers: --timeout for the server and model to be
+  ready (retries included), --request-timeout for one inference request, --url-timeout for one URL
+  download. A request that waits --timeout seconds makes the client probe the server's liveness
+  (within --timeout): a server that does not answer ends the run (exit {EXIT_SERVER}) instead of costing
+  --request-timeout per batch.
+
 exit status:
   {EXIT_OK}  every input was classified
   {EXIT_INPUT_FAILED}  some inputs failed (each has its own error; the others were classified)
-  {EXIT_USAGE}  usage error (bad option)
-  {EXIT_SERVER}  server unreachable within --timeout or lost, model missing/not ready/unusable, or a
-     request the model cannot take (e.g. --batch-size above its max_batch_size)
+  {EXIT_USAGE}  usage error (bad option), or the project's dependencies are missing (client/classify.py)
+  {EXIT_SERVER}  server unreachable within --timeout, lost or stopped answering during the run, model
+     missing/not ready/unusable, or a request the model cannot take (e.g. --batch-size above its
+     max_batch_size)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
 
@@ -119,14 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
-        help=f"seconds to wait for the server and model to be ready (default: {DEFAULT_TIMEOUT_S:g})",
+        help=f"seconds in all to wait for the server and model to be ready; also how long a request may wait "
+        f"before the server's liveness is probed, and the probe's limit (default: {DEFAULT_TIMEOUT_S:g})",
     )
     server.add_argument(
         "--request-timeout",
         type=_positive_float,
         default=DEFAULT_REQUEST_TIMEOUT_S,
         metavar="S",
-        help=f"seconds allowed for one inference request (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
+        help=f"seconds allowed for one inference request, in all (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
     )
     run = parser.add_argument_group("throughput")
     run.add_argument(
@@ -178,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=DEFAULT_URL_TIMEOUT_S,
         metavar="S",
-        help=f"seconds allowed to download one URL (default: {DEFAULT_URL_TIMEOUT_S:g})",
+        help=f"seconds allowed to download one URL, in all (default: {DEFAULT_URL_TIMEOUT_S:g})",
     )
     return parser
 

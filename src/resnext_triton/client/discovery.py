@@ -17,7 +17,7 @@ import numpy as np
 
 from resnext_triton.client.errors import ClientError, ModelNotReady, ServerUnavailable
 from resnext_triton.client.transport import Transport
-from resnext_triton.spec import Format, ModelSpec, Preprocessing
+from resnext_triton.spec import LABELS_DIGEST_PARAMETER, Format, ModelSpec, Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ class ModelInfo:
     """An image pipeline: the input is the encoded file (UINT8 [bytes]), preprocessed on the server."""
     preprocessing: Preprocessing | None = None
     """The preprocessing the model declares in its config parameters (None: it declares none)."""
+    features_name: str | None = None
+    """The features output (the pooled features before ``fc``), if the model has one."""
+    feature_dim: int | None = None
+    """The width of the features output."""
+    labels_sha256: str | None = None
+    """The sha256 of the served label file, from the config parameters (None: not declared)."""
 
     @property
     def batching(self) -> bool:
@@ -224,6 +230,8 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
     else:
         layout, full = _image_input(model, shape, max_batch, crop, config)
     output_name, num_classes, server_labels = _output(outputs, config, spec)
+    features = {str(o.get("name")): [int(d) for d in o.get("shape", [])] for o in outputs}.get(spec.features_name)
+    digest = ((config.get("parameters") or {}).get(LABELS_DIGEST_PARAMETER) or {}).get("string_value")
     return ModelInfo(
         name=model,
         input_name=str(tensor["name"]),
@@ -236,6 +244,9 @@ def model_info_from(model: str, meta: dict[str, Any], config: dict[str, Any], sp
         server_labels=server_labels,
         takes_bytes=datatype == "UINT8",
         preprocessing=served,
+        features_name=spec.features_name if features else None,
+        feature_dim=features[-1] if features and features[-1] > 0 else None,
+        labels_sha256=str(digest) if digest else None,
     )
 
 

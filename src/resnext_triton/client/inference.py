@@ -65,29 +65,13 @@ def infer_batch(
     A failed request becomes the error of every input it carried; inputs that failed to prepare
     keep their own error.
 
+    Only the logits (``info.output_name``) are asked for: the features output stays on the server.
+
     Raises:
         ServerUnavailable: if the server cannot be reached.
     """
-    arrays = batch.arrays
-    rows: list[Any] = []
-    failure: str | None = None
-    if arrays:
-        data = np.stack(arrays) if info.batching else arrays[0]
-        request = InferRequest(
-            model=info.name,
-            input_name=info.input_name,
-            datatype=info.datatype,
-            data=data,
-            output_name=info.output_name,
-            class_count=top_k if server_topk else 0,
-        )
-        try:
-            output = session.infer(request)
-            rows = list(output.reshape(len(arrays), -1))
-        except InferenceError as exc:
-            failure = str(exc)
-        except ValueError as exc:
-            failure = f"unexpected output shape from the server: {exc}"
+    class_count = top_k if server_topk else 0
+    rows, failure = send_batch(session, batch, info, output_name=info.output_name, class_count=class_count)
     results = []
     row = iter(rows)
     for entry in batch.entries:
@@ -98,6 +82,39 @@ def infer_batch(
         else:
             results.append(_result(entry.source.name, next(row), top_k, server_topk, labels))
     return results
+
+
+def send_batch(
+    session: InferSession, batch: Batch, info: ModelInfo, *, output_name: str, class_count: int = 0
+) -> tuple[list[Any], str | None]:
+    """Send one batch's arrays in one request that asks for ``output_name`` alone.
+
+    Triton returns only the outputs a request names, so the other outputs never travel.
+
+    Returns:
+        (one output row per array of the batch, None) or ([], the failure shared by every array).
+
+    Raises:
+        ServerUnavailable: if the server cannot be reached.
+    """
+    arrays = batch.arrays
+    if not arrays:
+        return [], None
+    request = InferRequest(
+        model=info.name,
+        input_name=info.input_name,
+        datatype=info.datatype,
+        data=np.stack(arrays) if info.batching else arrays[0],
+        output_name=output_name,
+        class_count=class_count,
+    )
+    try:
+        output = session.infer(request)
+        return list(output.reshape(len(arrays), -1)), None
+    except InferenceError as exc:
+        return [], str(exc)
+    except ValueError as exc:
+        return [], f"unexpected output shape from the server: {exc}"
 
 
 def _result(name: str, row: np.ndarray, top_k: int, server_topk: bool, labels: Sequence[str]) -> ClassificationResult:

@@ -3,7 +3,7 @@
 :func:`expand_inputs` turns command-line arguments into a lazy stream of :class:`Source` objects
 (directories are walked recursively, in sorted order); :func:`load_source` reads one of them and
 decodes it into an upright 8-bit RGB PIL image, raising an :class:`~.errors.InputError` that
-belongs to that input alone.
+belongs to that input alone. URLs are downloaded by :func:`.fetch.fetch_url`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import contextlib
 import enum
 import glob
 import io
+import logging
 import os
 import re
-import time
-import urllib.error
-import urllib.request
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -24,17 +23,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from resnext_triton import __version__
 from resnext_triton.client.errors import INPUT_ERRORS, FetchError
+from resnext_triton.client.fetch import DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_URL_TIMEOUT_S, fetch_url
 from resnext_triton.preprocess import DEFAULT_MAX_PIXELS, open_image, to_rgb, upright
 
-DEFAULT_URL_TIMEOUT_S = 5.0
-"""Seconds allowed to fetch one URL (connect, and the whole download)."""
-DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
-"""The largest download accepted from a URL (64 MiB)."""
+logger = logging.getLogger(__name__)
 
 _GLOB_MAGIC = re.compile(r"[*?\[]")
-_USER_AGENT = f"resnext-triton-client/{__version__}"
+_NOT_REGULAR = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 class SourceKind(enum.Enum):
@@ -102,20 +103,37 @@ def image_extensions() -> frozenset[str]:
 def walk_images(root: str | os.PathLike[str]) -> Iterator[Path]:
     """Image files under a directory, recursively, in sorted order; hidden entries are skipped.
 
-    Only files whose extension Pillow can open are listed (a file named on the command line is
-    taken whatever its name).
+    Only regular files whose extension Pillow can open are listed (a file named on the command
+    line is taken whatever its name). Symbolic links are followed, except one that leads back to
+    a directory the walk is already inside (a loop): it is skipped with a warning, as is a
+    directory or an entry that cannot be read; everything else is still listed.
     """
-    extensions = image_extensions()
+    yield from _walk(os.fspath(root), image_extensions(), frozenset())
+
+
+def _walk(directory: str, extensions: frozenset[str], ancestors: frozenset[tuple[int, int]]) -> Iterator[Path]:
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError:
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in ancestors:
+            logger.warning("skipping %s: a symbolic link loop (it leads back to a directory above it)", directory)
+            return
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        logger.warning("skipping directory %s: %s", directory, exc.strerror or exc)
         return
+    inside = ancestors | {(info.st_dev, info.st_ino)}
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            yield from walk_images(entry.path)
-        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in extensions:
+        try:
+            is_dir = entry.is_dir()
+            is_file = not is_dir and entry.is_file()
+        except OSError as exc:  # e.g. a symbolic link to itself
+            logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
+            continue
+        if is_dir:
+            yield from _walk(entry.path, extensions, inside)
+        elif is_file and os.path.splitext(entry.name)[1].lower() in extensions:
             yield Path(entry.path)
 
 
@@ -156,41 +174,6 @@ def expand_inputs(args: Iterable[str]) -> Iterator[Source]:
             yield Source.invalid(arg, f"no such file or directory: {arg}")
 
 
-def fetch_url(
-    url: str, *, timeout_s: float = DEFAULT_URL_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
-) -> bytes:
-    """Download a URL within ``timeout_s`` seconds in all, at most ``max_bytes`` bytes.
-
-    Raises:
-        FetchError: on an HTTP error status, an unreachable host, a timeout or a too-large body.
-    """
-    deadline = time.monotonic() + timeout_s
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := response.read(1 << 16):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchError(f"download larger than {max_bytes:,} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError(f"download took longer than {timeout_s:g} s")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except urllib.error.HTTPError as exc:
-        raise FetchError(f"HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise FetchError(f"URL unreachable: timed out after {timeout_s:g} s") from exc
-        raise FetchError(f"URL unreachable: {reason}") from exc
-    except TimeoutError as exc:
-        raise FetchError(f"URL timed out after {timeout_s:g} s") from exc
-    except (OSError, ValueError) as exc:
-        raise FetchError(f"cannot fetch URL: {exc}") from exc
-
-
 def load_source(
     source: Source,
     *,
@@ -218,6 +201,7 @@ def load_source(
     if source.path is None:
         raise FetchError("no path given")
     with _file_errors(source.path):
+        _check_regular_file(source.path)
         return open_image(source.path, max_pixels=max_pixels)
 
 
@@ -249,13 +233,27 @@ def load_source_bytes(
     if source.path is None:
         raise FetchError("no path given")
     with _file_errors(source.path):
-        if not source.path.is_file():
-            raise FetchError(f"not a regular file: {source.path}")
+        _check_regular_file(source.path)
         with open(source.path, "rb") as f:
             data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise FetchError(f"file larger than {max_bytes:,} bytes: {source.path}")
     return data
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is not a regular file before opening it (reading a FIFO would block).
+
+    Raises:
+        FetchError: for a directory, a FIFO, a socket or a device.
+        OSError: if the path cannot be examined.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise FetchError(f"is a directory: {path}")
+    if not stat.S_ISREG(mode):
+        kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
+        raise FetchError(f"not a regular file ({kind}): {path}")
 
 
 @contextlib.contextmanager

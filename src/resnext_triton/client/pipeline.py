@@ -13,7 +13,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -29,17 +29,21 @@ R = TypeVar("R")
 C = TypeVar("C")
 
 
-def ordered_map(submit: Callable[[T], Future[R]], items: Iterable[T], window: int) -> Iterator[R]:
+def ordered_map(
+    submit: Callable[[T], Future[R]], items: Iterable[T], window: int, *, abort: Future[Any] | None = None
+) -> Iterator[R]:
     """The results of ``submit(item)`` for each item, in order, with at most ``window`` outstanding.
 
     ``submit`` starts the work for one item (e.g. ``lambda x: executor.submit(fn, x)``).
 
     Items are pulled lazily: the ``window + 1``-th item is not taken from ``items`` before the
     first result has been handed out. When the consumer stops early, pending calls are cancelled.
+    While a result is awaited, ``abort`` is watched too: when it fails, its exception is raised
+    at once, without waiting for the work in flight.
 
     Raises:
         ValueError: if ``window`` < 1.
-        Exception: whatever the work raised for the result being handed out.
+        Exception: whatever the work raised for the result being handed out, or ``abort``'s.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
@@ -48,12 +52,22 @@ def ordered_map(submit: Callable[[T], Future[R]], items: Iterable[T], window: in
         for item in items:
             pending.append(submit(item))
             while len(pending) >= window or (pending and pending[0].done()):
-                yield pending.popleft().result()
+                yield _result(pending.popleft(), abort)
         while pending:
-            yield pending.popleft().result()
+            yield _result(pending.popleft(), abort)
     finally:
         for future in pending:
             future.cancel()
+
+
+def _result(future: Future[R], abort: Future[Any] | None) -> R:
+    """The future's result; ``abort``'s exception if that fails first."""
+    if abort is not None and not future.done():
+        wait([future, abort], return_when=FIRST_COMPLETED)
+        if not future.done() and abort.done():
+            future.cancel()
+            raise abort.exception() or RuntimeError("aborted")
+    return future.result()
 
 
 class WorkerPool(Generic[C]):

@@ -5,6 +5,9 @@ supported route is to build it inside NVIDIA's PyTorch container of the same rel
 Triton image (``export/Dockerfile``, the ``export`` service of docker-compose.yml). Without
 TensorRT or a GPU this module raises :class:`TensorRTUnavailable`; it never falls back to FP32.
 It only converts: :class:`resnext_triton.runners.TensorRTRunner` runs a plan.
+
+The plan keeps the ONNX model's tensor names: ``INPUT__0`` in, ``OUTPUT__0`` (logits) and
+``FEATURES__1`` (the pooled features before ``fc``) out, both float32 at the interface.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def build_engine(
 
     Raises:
         TensorRTUnavailable: without TensorRT or a GPU.
-        ExportError: if parsing or building fails.
+        ExportError: if parsing or building fails, or the ONNX model lacks the spec's outputs.
     """
     require_tensorrt()
     import tensorrt as trt
@@ -107,6 +110,12 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    if outputs != [spec.output_name, spec.features_name]:
+        raise ExportError(
+            f"{onnx_path} has outputs {outputs}, expected {[spec.output_name, spec.features_name]} "
+            "(export it again with this version)"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     config.set_flag(trt.BuilderFlag.FP16)

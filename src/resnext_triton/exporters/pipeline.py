@@ -82,7 +82,10 @@ class StepResult:
         return self.error is None
 
     def line(self) -> str:
-        """One summary line: ``onnx  6.4 s  .../1/model.onnx (170.6 MB)  max|diff| 2.1e-06  ok``."""
+        """One summary line: ``onnx  6.4 s  .../1/model.onnx (170.6 MB)  max|diff| 2.1e-06  ...  ok``.
+
+        The figures are the logits'; ``features`` adds the features' (max |diff|, or the SQNR for INT8).
+        """
         where = "-"
         if self.artifact is not None and self.artifact.exists():
             size = self.artifact.stat().st_size / 1e6
@@ -98,6 +101,12 @@ class StepResult:
             )
         else:
             check = f"max|diff| {self.report.max_abs:.1e}  top-1 {self.report.top1_agree}/{self.report.photos}"
+        if self.report is not None and self.report.features:
+            figures = self.report.features
+            if "sqnr_db" in figures:
+                check += f"  features SQNR {figures['sqnr_db']:.1f} dB"
+            else:
+                check += f"  features max|diff| {figures['max_abs_diff']:.1e}"
         status = "ok" if self.ok else f"FAILED: {self.error}"
         return f"{self.fmt.value:<12} {self.seconds:6.1f} s  {where}  {check}  {status}"
 
@@ -250,6 +259,7 @@ class Exporter:
             "num_classes": self.spec.num_classes,
             "input": {"name": self.spec.input_name, "shape": list(self.spec.input_shape)},
             "output": {"name": self.spec.output_name, "shape": [self.spec.num_classes]},
+            "features": {"name": self.spec.features_name, "shape": [self.spec.feature_dim]},
             "preprocessing": self.spec.preprocessing.to_parameters(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "weights": self.weights.describe(),

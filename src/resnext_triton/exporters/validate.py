@@ -3,6 +3,10 @@
 Both run through :mod:`resnext_triton.runners`. Validation collects every failure (NaN/inf,
 max |difference| over the bound, top-k order or top-1 disagreement on real photos) into a report
 and only then raises.
+
+Both outputs are checked: the logits, and the pooled features before ``fc`` (the embedding),
+which are held to the same bounds (max |difference|, relative difference, INT8 SQNR on the
+photos); their smallest cosine similarity to the eager features is recorded beside them.
 """
 
 from __future__ import annotations
@@ -15,22 +19,26 @@ from typing import Any
 import numpy as np
 
 from resnext_triton.exporters import ValidationError
+from resnext_triton.runners import Outputs, Runner
 from resnext_triton.spec import ModelSpec
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
-"""Anything that maps a float32 batch to float32 logits: a :class:`resnext_triton.runners.Runner`."""
+"""Anything that maps a float32 batch to float32 logits (a :class:`~resnext_triton.runners.Runner`
+also gives its features, through ``run``)."""
 
 
 @dataclass(frozen=True)
 class Tolerance:
     """How close an artifact must be to the eager FP32 model.
 
+    Every bound holds for the logits and for the features alike.
+
     Attributes:
         max_abs: bound on max |logit difference| (None: recorded, not enforced).
         max_rel: bound on max |difference| / max |eager logit| (None: not enforced).
         topk_order: the top-k indices on each photo must match in order (0: not checked).
         top1: the top-1 class on each photo must match.
-        min_sqnr_db: INT8: bound on the logits' SQNR against FP32 on the photos (None: not checked).
+        min_sqnr_db: INT8: bound on the SQNR against FP32 on the photos (None: not checked).
     """
 
     max_abs: float | None
@@ -52,7 +60,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "int8": Tolerance(max_abs=None, max_rel=None, topk_order=0, top1=False, min_sqnr_db=20.0),
 }
 MIN_SQNR_DB = 20.0
-"""The default bound on INT8 logits' signal-to-quantization-noise ratio against FP32 (TOLERANCES["int8"])."""
+"""The default bound on INT8 outputs' signal-to-quantization-noise ratio against FP32 (TOLERANCES["int8"])."""
 NOISE_SIGMAS = 3.0
 """A photo's FP32 top-1 margin must exceed this many RMS logit errors for its INT8 top-1 to be held to it."""
 
@@ -70,6 +78,8 @@ class ValidationReport:
     max_rel: float = 0.0
     top1_agree: int = 0
     topk_identical: int = 0
+    features: dict[str, Any] = field(default_factory=dict)
+    """The features' figures (max_abs_diff, max_rel_diff, min_cosine, sqnr_db for INT8); empty if not compared."""
     failures: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,32 +99,50 @@ class ValidationReport:
             "max_rel_diff": self.max_rel,
             "top1_agree": f"{self.top1_agree}/{self.photos}",
             "topk_identical": f"{self.topk_identical}/{self.photos}",
+            "features": self.features or None,
             **self.extra,
             "ok": self.ok,
             "failures": self.failures,
         }
 
 
-def _run_batched(runner: BatchFn, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
-    return np.concatenate([runner(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+def _outputs(model: Runner | BatchFn, batch: np.ndarray) -> Outputs:
+    if isinstance(model, Runner):
+        return model.run(batch)
+    return Outputs(np.asarray(model(batch)))
+
+
+def _run_batched(model: Runner | BatchFn, inputs: np.ndarray, batch: int = 4) -> Outputs:
+    parts = [_outputs(model, inputs[i : i + batch]) for i in range(0, len(inputs), batch)]
+    logits = np.concatenate([p.logits for p in parts]).astype(np.float64)
+    if any(p.features is None for p in parts):
+        return Outputs(logits)
+    return Outputs(logits, np.concatenate([p.features for p in parts if p.features is not None]).astype(np.float64))
 
 
 def compare(
     name: str,
     precision: str,
-    reference: BatchFn,
-    candidate: BatchFn,
+    reference: Runner | BatchFn,
+    candidate: Runner | BatchFn,
     photos: np.ndarray,
     random_inputs: np.ndarray,
     tolerance: Tolerance | None = None,
 ) -> ValidationReport:
-    """Compare a candidate with the reference on photos and random inputs; never raises."""
+    """Compare a candidate with the reference on photos and random inputs; never raises.
+
+    The logits always; the features too when the reference gives them (a candidate that does not
+    is a failure).
+    """
     tol = tolerance or TOLERANCES[precision]
     report = ValidationReport(name=name, precision=precision, tolerance=tol)
     report.photos, report.random_inputs = len(photos), len(random_inputs)
     inputs = np.concatenate([photos, random_inputs]).astype(np.float32)
-    ref = _run_batched(reference, inputs).astype(np.float64)
-    out = _run_batched(candidate, inputs).astype(np.float64)
+    reference_out = _run_batched(reference, inputs)
+    candidate_out = _run_batched(candidate, inputs)
+    if reference_out.features is not None:
+        _compare_features(report, reference_out.features, candidate_out.features, len(photos), precision)
+    ref, out = reference_out.logits, candidate_out.logits
     if out.shape != ref.shape:
         report.failures.append(f"output shape {out.shape} != eager {ref.shape}")
         return report
@@ -144,6 +172,47 @@ def compare(
     return report
 
 
+def _compare_features(
+    report: ValidationReport, ref: np.ndarray, out: np.ndarray | None, photos: int, precision: str
+) -> None:
+    """Hold the features to the report's tolerance; figures into ``report.features``, failures prefixed."""
+    tol = report.tolerance
+    if out is None:
+        report.failures.append("features: the artifact has no features output")
+        return
+    if out.shape != ref.shape:
+        report.failures.append(f"features: shape {out.shape} != eager {ref.shape}")
+        return
+    if not np.isfinite(out).all():
+        report.failures.append(f"features: {int((~np.isfinite(out)).sum())} NaN/inf values")
+        return
+    diff = np.abs(out - ref)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cosine = np.sum(ref * out, axis=1) / np.maximum(norms, 1e-30)
+    figures: dict[str, Any] = {
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float(diff.max() / max(np.abs(ref).max(), 1e-12)),
+        "min_cosine": float(cosine.min()),
+    }
+    if tol.max_abs is not None and figures["max_abs_diff"] > tol.max_abs:
+        report.failures.append(f"features: max |diff| {figures['max_abs_diff']:.3g} > {tol.max_abs:g}")
+    if tol.max_rel is not None and figures["max_rel_diff"] > tol.max_rel:
+        report.failures.append(f"features: max relative diff {figures['max_rel_diff']:.3g} > {tol.max_rel:g}")
+    if precision == "int8" and photos:
+        sqnr = sqnr_db(ref[:photos], out[:photos])
+        figures["sqnr_db"] = round(sqnr, 2)
+        if tol.min_sqnr_db is not None and sqnr < tol.min_sqnr_db:
+            report.failures.append(f"features: SQNR {sqnr:.1f} dB < {tol.min_sqnr_db:g} dB")
+    report.features = figures
+
+
+def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    """The signal-to-quantization-noise ratio of ``out`` against ``ref`` in dB (inf when equal)."""
+    noise_power = float(np.mean((out - ref) ** 2))
+    signal = float(np.mean(ref**2))
+    return math.inf if noise_power == 0 else 10.0 * math.log10(max(signal, 1e-30) / noise_power)
+
+
 def int8_check(report: ValidationReport, ref: np.ndarray, out: np.ndarray, min_sqnr_db: float | None) -> None:
     """Check INT8 logits on the photos: SQNR >= ``min_sqnr_db``, and top-1 agreement beyond the noise.
 
@@ -152,10 +221,8 @@ def int8_check(report: ValidationReport, ref: np.ndarray, out: np.ndarray, min_s
     margin exceeds the measured noise (NOISE_SIGMAS x the RMS logit error). The figures go into
     ``report.extra`` (the manifest and the summary line), failures into ``report.failures``.
     """
-    err = out - ref
-    signal, noise_power = float(np.mean(ref**2)), float(np.mean(err**2))
-    sqnr = math.inf if noise_power == 0 else 10.0 * math.log10(max(signal, 1e-30) / noise_power)
-    noise = NOISE_SIGMAS * math.sqrt(noise_power)
+    sqnr = sqnr_db(ref, out)
+    noise = NOISE_SIGMAS * math.sqrt(float(np.mean((out - ref) ** 2)))
     top2 = np.sort(ref, axis=1)[:, -2:]
     held = (top2[:, 1] - top2[:, 0]) > noise
     same = np.argmax(ref, axis=1) == np.argmax(out, axis=1)

@@ -4,6 +4,13 @@ Each model directory gets two variants: ``config.pbtxt`` for a GPU host (native 
 ``pytorch`` and ``tensorrt`` backends, KIND_GPU) and ``configs/cpu.pbtxt`` (KIND_CPU, no GPU-only
 options), which Triton picks with ``--model-config-name=cpu``. TensorRT plans get no CPU variant;
 the INT8 ONNX model runs on CPU instances in both (ONNX Runtime's INT8 kernels are CPU kernels).
+
+Every model has two outputs: ``OUTPUT__0``, the logits (with ``label_filename``, for Triton's
+classification extension), and ``FEATURES__1``, the pooled features before ``fc`` (the image
+embedding). Triton returns only the outputs a request asks for, so a client that asks for the
+logits alone receives nothing more. The parameters carry the preprocessing (``preprocess_*``) and
+the sha256 of the label file (``labels_sha256``), so that a client can tell whether its own label
+list is the served model's.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.spec import LABELS_DIGEST_PARAMETER, Format, ModelSpec
 
 LABELS_FILENAME = "labels.txt"
 BACKENDS = {
@@ -76,10 +83,11 @@ def build_config(spec: ModelSpec, fmt: Format, options: ServingOptions, *, cpu: 
         default_model_filename=fmt.filename,
     )
     config.input.add(name=spec.input_name, data_type=dtype, format=mc.ModelInput.FORMAT_NCHW, dims=spec.input_shape)
-    config.output.add(name=spec.output_name, data_type=dtype, dims=[spec.num_classes], label_filename=LABELS_FILENAME)
+    add_outputs(config, spec, dtype)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
     add_preprocessing_parameters(config, spec)
+    add_labels_digest(config, spec)
     if cpu or fmt in CPU_ONLY:
         config.instance_group.add(count=options.cpu_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     else:
@@ -104,6 +112,21 @@ def graph_batch_sizes(max_batch_size: int) -> list[tuple[int, int]]:
     while sizes[-1] < max_batch_size:
         sizes.append(min(sizes[-1] * 2, max_batch_size))
     return [(size, prev + 1) for prev, size in zip([0, *sizes], sizes, strict=False)]
+
+
+def add_outputs(config: mc.ModelConfig, spec: ModelSpec, dtype: int) -> None:
+    """The classifier's two outputs: the logits (labelled) and the features before ``fc``."""
+    config.output.add(name=spec.output_name, data_type=dtype, dims=[spec.num_classes], label_filename=LABELS_FILENAME)
+    config.output.add(name=spec.features_name, data_type=dtype, dims=[spec.feature_dim])
+
+
+def add_labels_digest(config: mc.ModelConfig, spec: ModelSpec) -> None:
+    """Write the sha256 of the model's label file into the config's ``parameters``.
+
+    Raises:
+        ValueError: if the label file does not fit the model (:meth:`ModelSpec.labels`).
+    """
+    config.parameters[LABELS_DIGEST_PARAMETER].string_value = spec.labels_digest()
 
 
 def add_preprocessing_parameters(config: mc.ModelConfig, spec: ModelSpec) -> None:

@@ -3,7 +3,8 @@
 For every served format, an ensemble named ``<model>_image`` (``resnext101_32x4d_onnx_image``,
 ``resnext101_32x4d_torchscript_image``, ``resnext101_32x4d_tensorrt_fp16_image``) takes the encoded
 file as a ``UINT8`` vector (``IMAGE``, one image per batch element) and returns the classifier's
-``OUTPUT__0`` with its ``label_filename``, so the classification extension works on it. Its first
+outputs: ``OUTPUT__0`` with its ``label_filename``, so the classification extension works on it,
+and ``FEATURES__1``, the image embedding (only the outputs a request names are sent). Its first
 step is ``<variant>_preprocess``, a Triton Python model that runs :mod:`resnext_triton.preprocess`,
 the very module the client uses, with the preprocessing parameters written into its config.
 """
@@ -15,7 +16,12 @@ from importlib import resources
 from tritonclient.grpc import model_config_pb2 as mc
 
 from resnext_triton.spec import Format, ModelSpec
-from resnext_triton.triton.config import LABELS_FILENAME, ServingOptions, add_preprocessing_parameters
+from resnext_triton.triton.config import (
+    ServingOptions,
+    add_labels_digest,
+    add_outputs,
+    add_preprocessing_parameters,
+)
 
 IMAGE_INPUT = "IMAGE"
 """The ensembles' input: the encoded image file as UINT8, shape [batch, bytes]."""
@@ -68,18 +74,15 @@ def build_ensemble_config(spec: ModelSpec, fmt: Format, options: ServingOptions)
     half = options.fp16_input and fmt is Format.TORCHSCRIPT
     config = mc.ModelConfig(name=ensemble_name(spec, fmt), platform="ensemble", max_batch_size=options.max_batch_size)
     config.input.add(name=IMAGE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1])
-    config.output.add(
-        name=spec.output_name,
-        data_type=mc.TYPE_FP16 if half else mc.TYPE_FP32,
-        dims=[spec.num_classes],
-        label_filename=LABELS_FILENAME,
-    )
+    add_outputs(config, spec, mc.TYPE_FP16 if half else mc.TYPE_FP32)
     pixels = PIXELS_FP16 if half else PIXELS
     pre = config.ensemble_scheduling.step.add(model_name=preprocess_model_name(spec), model_version=-1)
     pre.input_map[IMAGE_INPUT] = IMAGE_INPUT
     pre.output_map[pixels] = "pixels"
     classify = config.ensemble_scheduling.step.add(model_name=spec.model_name(fmt), model_version=-1)
     classify.input_map[spec.input_name] = "pixels"
-    classify.output_map[spec.output_name] = spec.output_name
+    for output in (spec.output_name, spec.features_name):
+        classify.output_map[output] = output
     add_preprocessing_parameters(config, spec)
+    add_labels_digest(config, spec)
     return config

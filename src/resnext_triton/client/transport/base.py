@@ -8,19 +8,29 @@ can retry exactly those.
 Each control call is one call of tritonclient's client (:meth:`Transport._control`, per protocol)
 wrapped in one error translation (:meth:`Transport._call`); a protocol supplies only its client,
 that call, how tritonclient's exceptions map to the client's, and its inference sessions.
+
+Every time limit is a total one: a control call may take ``timeout_s`` at most, and the calls made
+inside :meth:`Transport.deadline` share what is left of it; an inference request may take
+``request_timeout_s`` in all, however slowly the server answers.
 """
 
 from __future__ import annotations
 
 import abc
 import socket
-from contextlib import AbstractContextManager
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from resnext_triton.client.errors import ClientError, InferenceError, ServerUnavailable
+
+LAST_TRY_S = 0.05
+"""The least time a control call is given once a deadline has passed: a last try that can still
+tell "connection refused" from a timeout."""
 
 
 class Restricted(ClientError):
@@ -75,14 +85,18 @@ class Transport(abc.ABC):
         self.url = url
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s
+        self._deadline: float | None = None
 
     # ---------------------------------------------------------------- what a protocol supplies
 
     @abc.abstractmethod
-    def _control(self, name: str, *args: Any, as_json: bool = False) -> Any:
-        """Call the tritonclient client's method ``name``.
+    def _control(self, name: str, *args: Any, timeout_s: float, as_json: bool = False) -> Any:
+        """Call the tritonclient client's method ``name``, all of it within ``timeout_s`` seconds.
 
         With ``as_json``, the answer comes as plain dicts and lists shaped like the HTTP API's.
+
+        Raises:
+            TimeoutError: if the call takes longer.
         """
 
     @abc.abstractmethod
@@ -98,21 +112,45 @@ class Transport(abc.ABC):
 
     # ---------------------------------------------------------------- the control calls
 
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Make the control calls inside the block share one total limit of ``seconds``.
+
+        Each call takes at most ``timeout_s`` and at most what is left of the block's time (a call
+        made after the deadline gets a last try of :data:`LAST_TRY_S`).
+        """
+        saved = self._deadline
+        self._deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._deadline = saved
+
+    def _call_timeout(self) -> float:
+        if self._deadline is None:
+            return self.timeout_s
+        return min(self.timeout_s, max(self._deadline - time.monotonic(), LAST_TRY_S))
+
     def _call(self, name: str, *args: Any, as_json: bool = False) -> Any:
         """One control call with the client's error translation.
 
         Raises:
-            ServerUnavailable: if the server cannot be reached.
-            ClientError: if the server refuses (:class:`Restricted` for an API that needs a token).
+            ServerUnavailable: if the server cannot be reached or does not answer in time.
+            ClientError: if the server refuses (:class:`Restricted` for an API that needs a token),
+                or its answer is not Triton's.
         """
         from tritonclient.utils import InferenceServerException
 
         try:
-            return self._control(name, *args, as_json=as_json)
+            return self._control(name, *args, timeout_s=self._call_timeout(), as_json=as_json)
         except InferenceServerException as exc:
             raise self._translate(exc) from exc
-        except self._network_errors as exc:  # refused, reset, timed out, unknown host
+        except TimeoutError as exc:  # the call's whole limit is up
             raise ServerUnavailable(describe_network_error(exc)) from exc
+        except self._network_errors as exc:  # refused, reset, closed, unknown host
+            raise ServerUnavailable(describe_network_error(exc)) from exc
+        except ValueError as exc:  # e.g. a web server that is not Triton answers HTML
+            raise ClientError(f"the server at {self.url} does not answer like Triton ({name}: {exc})") from exc
 
     def server_live(self) -> bool:
         """Whether the server answers its liveness probe.
@@ -176,7 +214,7 @@ class Transport(abc.ABC):
 
 def describe_network_error(exc: BaseException) -> str:
     """A short reason for a socket-level failure: connection refused, timed out, unknown host."""
-    text = str(exc) or type(exc).__name__
+    text = str(exc).rstrip(".") or type(exc).__name__
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):

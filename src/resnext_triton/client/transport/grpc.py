@@ -32,11 +32,11 @@ class GrpcTransport(Transport):
         except Exception as exc:  # tritonclient raises bare Exception for a bad URL
             raise ClientError(f"cannot create a gRPC client for {url}: {exc}") from exc
 
-    def _control(self, name: str, *args: Any, as_json: bool = False) -> Any:
-        call = getattr(self._client, name)
+    def _control(self, name: str, *args: Any, timeout_s: float, as_json: bool = False) -> Any:
+        call = getattr(self._client, name)  # client_timeout is a gRPC deadline: a total limit
         if not as_json:
-            return call(*args, client_timeout=self.timeout_s)
-        answer = call(*args, client_timeout=self.timeout_s, as_json=True)
+            return call(*args, client_timeout=timeout_s)
+        answer = call(*args, client_timeout=timeout_s, as_json=True)
         field = _ENVELOPES.get(name)
         return answer.get(field, {}) if field else answer
 
