@@ -65,6 +65,8 @@ def export_steps(repo: Path, options: ExportOptions) -> list[ExportStep]:
             "--no-progress", "--max-batch-size", str(options.max_batch_size),
             "--queue-delay-us", str(options.queue_delay_us),
             "--gpu-instances" if options.gpu else "--cpu-instances", str(options.instances)]
+    if options.weights == "random":  # BatchNorm statistics from the photos: outputs that depend on the input
+        base.append("--recalibrate-bn")
     steps = []
     formats = ["onnx"] if options.onnx else []
     if options.tensorrt:
