@@ -281,3 +281,31 @@ def travelling_bytes(root: Path = ROOT, *, exclude: Path | None = None) -> int |
         if path.is_file():
             total += path.stat().st_size
     return total
+
+
+def carried_python_path(argv: list[str]) -> Path | None:
+    """Unpack the carry's pure-Python packages early when this Python lacks tritonclient.
+
+    The run step's own imports need ``tritonclient`` (the config writer), which a bare GPU machine
+    has only in the carry; the rest of the carry is checked and unpacked later. Returns the
+    directory put on ``sys.path``, or None when nothing was needed or no ``--carry`` was given.
+    """
+    import tempfile
+
+    try:
+        import tritonclient.grpc.model_config_pb2  # noqa: F401 -- what the config writer needs
+    except ImportError:
+        pass
+    else:
+        return None
+    carry = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--carry"), None)
+    carry = carry or next((a.split("=", 1)[1] for a in argv if a.startswith("--carry=")), None)
+    if carry is None or not (Path(carry) / ARCHIVE_NAME).is_file():
+        return None
+    dest = Path(tempfile.mkdtemp(prefix="resnext-carry-python-"))
+    with tarfile.open(Path(carry) / ARCHIVE_NAME, "r:xz") as archive:
+        members = [m for m in archive.getmembers() if m.name.startswith(f"{PYTHON_DIR}/") and m.isfile()]
+        archive.extractall(dest, members=members, filter="data")
+    sys.path.insert(0, str(dest / PYTHON_DIR))
+    return dest / PYTHON_DIR
+

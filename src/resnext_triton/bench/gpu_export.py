@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnext_triton.spec import Format, ModelSpec
-from resnext_triton.triton.repository import MANIFEST, latest_version
 
 ROOT = Path(__file__).resolve().parents[3]
 EXPORTER = ROOT / "export" / "export.py"
@@ -115,6 +114,8 @@ def run_export(step: ExportStep, log_dir: Path, env: dict[str, str], *, timeout_
 
 def artifact(repo: Path, spec: ModelSpec, fmt: Format) -> Path | None:
     """The newest published file of ``fmt`` in the repository, or None."""
+    from resnext_triton.triton.repository import latest_version  # needs tritonclient: carried, on sys.path later
+
     version = latest_version(repo / spec.model_name(fmt))
     path = version / fmt.filename if version is not None else None
     return path if path is not None and path.is_file() else None
@@ -123,6 +124,8 @@ def artifact(repo: Path, spec: ModelSpec, fmt: Format) -> Path | None:
 def validation(path: Path) -> dict[str, object]:
     """The validation figures the exporter recorded beside an artifact ({} if none)."""
     try:
+        from resnext_triton.triton.repository import MANIFEST
+
         data = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnext_triton.bench.gpu_tools import HarnessTools
-from resnext_triton.triton.local.install import prepare_backends
 
 HOST = "127.0.0.1"
 SHM_BYTES = 64 * 2**20
@@ -115,6 +114,8 @@ def serve(tools: HarnessTools, repo: Path, models: Sequence[str], work: Path, *,
     Raises:
         ServerStartError: if it exits or is not ready (every model loaded) within ``timeout_s``.
     """
+    from resnext_triton.triton.local.install import prepare_backends  # needs tritonclient (carried)
+
     backends = prepare_backends(work / "triton_state", tools.install)
     ports: list[int] = []
     while len(ports) < 3:
