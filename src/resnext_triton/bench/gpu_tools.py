@@ -175,8 +175,14 @@ def check_tools(tools: HarnessTools, fallback_dir: Path) -> HarnessTools:
 
 
 def use_carried_python(tools: HarnessTools) -> tuple[Path, ...]:
-    """Put the carried tritonclient on ``sys.path`` when this Python lacks it; returns what was added."""
-    if importlib.util.find_spec("tritonclient") is not None:
+    """Put the carried tritonclient on ``sys.path`` when this Python lacks it; returns what was added.
+
+    A tritonclient that is importable only through an earlier unpacked copy of the carry
+    (:func:`resnext_triton.bench.gpu_carry.carried_python_path`) counts as lacking: the exporter
+    subprocesses need the carry's path too.
+    """
+    spec = importlib.util.find_spec("tritonclient")
+    if spec is not None and "resnext-carry-python-" not in str(spec.origin):
         return ()
     added = tuple(p for p in tools.python_path if p.is_dir())
     sys.path[:0] = [str(p) for p in added]
