@@ -73,6 +73,10 @@ def export_steps(repo: Path, options: ExportOptions) -> list[ExportStep]:
     if formats:
         steps.append(ExportStep(",".join(formats), [*base, "--formats", ",".join(formats)]))
     gpu = ["--device", "cuda", "--torchscript-fp16", "--channels-last"] if options.gpu else []
+    if options.gpu and options.weights == "random":
+        # random weights: FP16 rounding flips near-ties and moves small logits (measured on an H100:
+        # max |diff| 0.21, 7.8 % of max |logit|); judged beyond the noise, bound recorded in the manifest
+        gpu += ["--fp16-beyond-noise", "--fp16-max-rel", "0.15"]
     steps.append(ExportStep("torchscript", [*base, "--formats", "torchscript", *gpu]))
     return steps
 

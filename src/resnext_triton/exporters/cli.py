@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--recalibrate-bn", action="store_true",
                        help="re-estimate BatchNorm statistics on the validation photos first (for --weights random: "
                        "outputs that depend on the input; recorded in the manifest)")
+    check.add_argument("--fp16-max-rel", type=float, metavar="R",
+                       help="override the FP16 bound on max |diff| / max |logit| (default 0.05)")
+    check.add_argument("--fp16-beyond-noise", action="store_true",
+                       help="FP16: hold top-1 only on photos whose FP32 margin exceeds the measured noise (as INT8; "
+                       "for random weights, whose near-ties FP16 rounding may flip)")
     check.add_argument("--int8-min-sqnr", type=float, metavar="DB",
                        help="override the INT8 bound on the logits' SQNR against FP32 (default 20 dB)")
     check.add_argument("--atol", type=float, help="override the FP32 max |logit difference| bound (default 1e-3)")
@@ -131,6 +136,10 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
     tolerances = dict(TOLERANCES)
     if args.atol is not None:
         tolerances["fp32"] = replace(tolerances["fp32"], max_abs=args.atol)
+    if args.fp16_max_rel is not None:
+        tolerances["fp16"] = replace(tolerances["fp16"], max_rel=args.fp16_max_rel)
+    if args.fp16_beyond_noise:
+        tolerances["fp16"] = replace(tolerances["fp16"], top1=False, beyond_noise=True)
     if args.int8_min_sqnr is not None:
         tolerances["int8"] = replace(tolerances["int8"], min_sqnr_db=args.int8_min_sqnr)
     photos = tuple(args.images) if args.images else tuple(sample_photos())
