@@ -139,11 +139,11 @@ class TorchScriptRunner(_TorchRunner):
         module = torch.jit.load(str(path), map_location=device).eval()
         dtype = next((p.dtype for p in module.parameters()), None)
         if dtype is None:  # frozen modules hold their weights as constants of the graph, not parameters
-            dtype = _constant_dtype(module.graph) or torch.float32
+            dtype = constant_dtype(module.graph) or torch.float32
         super().__init__(module, device, dtype)
 
 
-def _constant_dtype(graph: Any) -> Any:
+def constant_dtype(graph: Any) -> Any:
     """The dtype of the first floating-point tensor constant of a (frozen) TorchScript graph, or None."""
     for node in graph.nodes():
         if node.kind() == "prim::Constant" and node.output().type().kind() == "TensorType":

@@ -25,10 +25,13 @@ def load_torchscript(path: Path, device: str) -> tuple[Any, np.dtype]:
     """The TorchScript module on ``device`` and the numpy dtype it takes (float16 for an FP16 export)."""
     import torch
 
+    from resnext_triton.runners import constant_dtype
+
     module = torch.jit.load(str(path), map_location=device).eval()
     params = list(module.parameters())
-    half = params[0].dtype == torch.float16 if params else "Half" in str(module.graph)
-    return module, np.dtype(np.float16 if half else np.float32)
+    # a frozen module holds its weights as graph constants, not parameters
+    dtype = params[0].dtype if params else constant_dtype(module.graph)
+    return module, np.dtype(np.float16 if dtype == torch.float16 else np.float32)
 
 
 class TorchScriptCall:
