@@ -152,7 +152,7 @@ def model_only(
     if inputs.ndim != 4 or len(inputs) == 0:
         raise ValueError(f"inputs must be a non-empty (N, C, H, W) array, got {inputs.shape}")
     index = [i % len(inputs) for i in range(batch)]
-    data = np.ascontiguousarray(inputs[index], dtype=np.float32)
+    data = np.ascontiguousarray(inputs[index])  # in its own dtype: an FP16 model takes FP16
     runner(data)
     count = max(3, math.ceil(images / batch))
     latencies = []
