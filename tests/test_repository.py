@@ -83,8 +83,18 @@ def test_servable_models_on_cpu(tmp_path):
         if fmt is not Format.TORCHSCRIPT:
             publish_version(model_dir, _fill(b"x"))
     load, skipped = servable_models(tmp_path, cpu=True)
-    assert load == ["resnext101_32x4d_onnx"]
+    # the exported classifiers, their image pipelines, and the preprocessing step they share
+    assert load == [
+        "resnext101_32x4d_onnx",
+        "resnext101_32x4d_onnx_image",
+        "resnext101_32x4d_onnx_int8",
+        "resnext101_32x4d_onnx_int8_image",
+        "resnext101_32x4d_preprocess",
+    ]
     assert "TensorRT" in skipped["resnext101_32x4d_tensorrt_fp16"]
     assert "no exported version" in skipped["resnext101_32x4d_torchscript"]
+    assert "resnext101_32x4d_torchscript" in skipped["resnext101_32x4d_torchscript_image"]  # nothing to front
     load_gpu, _ = servable_models(tmp_path, cpu=False)
-    assert load_gpu == ["resnext101_32x4d_onnx", "resnext101_32x4d_tensorrt_fp16"]
+    assert [n for n in load_gpu if not n.endswith(("_image", "_preprocess"))] == [
+        "resnext101_32x4d_onnx", "resnext101_32x4d_onnx_int8", "resnext101_32x4d_tensorrt_fp16"]
+    assert "resnext101_32x4d_tensorrt_fp16_image" in load_gpu
