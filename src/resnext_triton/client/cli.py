@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -31,8 +30,8 @@ from resnext_triton.client.classifier import (
 from resnext_triton.client.discovery import ModelInfo
 from resnext_triton.client.errors import ClientError
 from resnext_triton.client.inputs import DEFAULT_URL_TIMEOUT_S, Source, expand_inputs
+from resnext_triton.client.options import add_target_options, positive_float, positive_int
 from resnext_triton.client.results import ClassificationResult
-from resnext_triton.client.transport import DEFAULT_PORTS, PROTOCOLS
 from resnext_triton.preprocess import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
@@ -80,20 +79,6 @@ exit status:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``classify`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -104,19 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, directory, quoted glob or http(s) URL")
     server = parser.add_argument_group("server")
-    server.add_argument(
-        "-u",
-        "--url",
-        default=None,
-        help=f"Triton host:port (default: 127.0.0.1:{DEFAULT_PORTS['grpc']} for grpc, "
-        f"127.0.0.1:{DEFAULT_PORTS['http']} for http)",
-    )
-    server.add_argument("-i", "--protocol", choices=PROTOCOLS, default="grpc", help="protocol (default: grpc)")
-    server.add_argument(
-        "-m",
-        "--model",
-        default=None,
-        help="model name (default: a ready ResNeXt model from the server's repository index, ONNX first)",
+    add_target_options(
+        server, model_help="model name (default: a ready ResNeXt model from the server's repository index, ONNX first)"
     )
     server.add_argument(
         "--pipeline",
@@ -126,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
         help=f"seconds in all to wait for the server and model to be ready; also how long a request may wait "
@@ -134,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--request-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_REQUEST_TIMEOUT_S,
         metavar="S",
         help=f"seconds allowed for one inference request, in all (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
@@ -143,28 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-b",
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="BATCH",
         help=f"images per request (default: {DEFAULT_BATCH_SIZE}, at most the model's max_batch_size)",
     )
     run.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"requests in flight (default: {DEFAULT_CONCURRENCY})",
     )
     run.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="decoding/preprocessing threads (default: CPU count, at most 8)",
     )
     out = parser.add_argument_group("output")
     out.add_argument(
-        "-k", "--top-k", type=_positive_int, default=5, metavar="TOPK", help="classes per input (default: 5)"
+        "-k", "--top-k", type=positive_int, default=5, metavar="TOPK", help="classes per input (default: 5)"
     )
     out.add_argument("--json", action="store_true", help="one JSON object per input and line instead of a table")
     out.add_argument(
@@ -179,14 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse images with more pixels (decompression bombs; default: {DEFAULT_MAX_PIXELS:,})",
     )
     inputs.add_argument(
         "--url-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_URL_TIMEOUT_S,
         metavar="S",
         help=f"seconds allowed to download one URL, in all (default: {DEFAULT_URL_TIMEOUT_S:g})",
@@ -213,7 +187,8 @@ def format_json(result: ClassificationResult) -> str:
     return json.dumps(result.to_dict(), ensure_ascii=False)
 
 
-def _describe_model(info: ModelInfo, clf: TritonClassifier) -> str:
+def describe_model(info: ModelInfo, clf: TritonClassifier) -> str:
+    """The one line saying which model answers, how it was picked, and what it takes."""
     if info.takes_bytes:
         return (
             f"model {info.name} ({clf.model_selection}) at {clf.url} over {clf.protocol}: "
@@ -244,7 +219,7 @@ def _run(args: argparse.Namespace, sources: list[Source], out: TextIO, err: Text
     ) as clf:
         info = clf.wait_until_ready()
         if not args.quiet:
-            print(_describe_model(info, clf), file=err)
+            print(describe_model(info, clf), file=err)
         batch_size = clf.resolve_batch_size(args.batch_size)
         results = clf.classify_iter(
             sources,

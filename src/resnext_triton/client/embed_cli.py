@@ -28,7 +28,7 @@ from resnext_triton.client.cli import EXIT_INPUT_FAILED, EXIT_INTERRUPTED, EXIT_
 from resnext_triton.client.embed import TritonEmbedder, names_path, save_embeddings
 from resnext_triton.client.errors import ClientError
 from resnext_triton.client.inputs import Source, expand_inputs
-from resnext_triton.client.transport import DEFAULT_PORTS, PROTOCOLS
+from resnext_triton.client.options import add_target_options, positive_float, positive_int
 from resnext_triton.preprocess import DEFAULT_MAX_PIXELS
 
 EPILOG = f"""\
@@ -45,20 +45,6 @@ exit status:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``embed`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -71,24 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, directory, quoted glob or http(s) URL")
     parser.add_argument("-o", "--out", type=Path, required=True, help="the features file to write (.npy)")
     server = parser.add_argument_group("server")
-    server.add_argument(
-        "-u", "--url", help=f"Triton host:port (default: 127.0.0.1:{DEFAULT_PORTS['grpc']} for grpc, "
-        f"127.0.0.1:{DEFAULT_PORTS['http']} for http)"
-    )
-    server.add_argument("-i", "--protocol", choices=PROTOCOLS, default="grpc", help="protocol (default: grpc)")
-    server.add_argument("-m", "--model", help="model name (default: a ready ResNeXt model, ONNX first)")
+    add_target_options(server, model_help="model name (default: a ready ResNeXt model, ONNX first)")
     server.add_argument("--pipeline", action="store_true",
                         help="send the encoded files to the model's image pipeline (<model>_image)")
-    server.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    server.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
                         help=f"seconds in all to wait for the server and model (default: {DEFAULT_TIMEOUT_S:g})")
-    server.add_argument("--request-timeout", type=_positive_float, default=300.0, metavar="S",
+    server.add_argument("--request-timeout", type=positive_float, default=300.0, metavar="S",
                         help="seconds allowed for one inference request (default: 300)")
     run = parser.add_argument_group("throughput")
-    run.add_argument("-b", "--batch-size", type=_positive_int, metavar="BATCH",
+    run.add_argument("-b", "--batch-size", type=positive_int, metavar="BATCH",
                      help=f"images per request (default: {DEFAULT_BATCH_SIZE}, at most the model's max_batch_size)")
-    run.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY, metavar="N",
+    run.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, metavar="N",
                      help=f"requests in flight (default: {DEFAULT_CONCURRENCY})")
-    run.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    run.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     out = parser.add_argument_group("messages")
     out.add_argument("-q", "--quiet", action="store_true", help="no model and summary lines on stderr")

@@ -27,6 +27,7 @@ from resnext_triton.client.dataset import Dataset, DatasetError, load_dataset
 from resnext_triton.client.errors import ClientError
 from resnext_triton.client.evaluation import ModelEvaluation, evaluate_models
 from resnext_triton.client.metrics import CONFIDENCE
+from resnext_triton.client.options import positive_int
 from resnext_triton.spec import ModelSpec
 
 EPILOG = f"""\
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups["output"].add_argument("--json", action="store_true", help="one JSON object per model and line")
     groups["output"].add_argument(
-        "--worst", type=classify_cli._positive_int, default=10, metavar="N", help="worst classes shown (default: 10)"
+        "--worst", type=positive_int, default=10, metavar="N", help="worst classes shown (default: 10)"
     )
     return parser
 
@@ -204,7 +205,7 @@ def _run(args: argparse.Namespace, dataset: Dataset, labels: list[str], out: Tex
             classifiers.append(stack.enter_context(clf))
             info = clf.wait_until_ready()
             if not args.quiet:
-                print(classify_cli._describe_model(info, clf), file=err)
+                print(classify_cli.describe_model(info, clf), file=err)
         show_bar = len(dataset) > classifiers[0].resolve_batch_size(args.batch_size) and not args.no_progress
         with tqdm(total=len(dataset), unit="img", file=err, disable=None if show_bar else True) as bar:
             evaluations = evaluate_models(

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Sequence
 
-from resnext_triton.client.transport import DEFAULT_PORTS, PROTOCOLS
+from resnext_triton.client.options import add_target_options, positive_float
 from resnext_triton.demo.service import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TIMEOUT_S, DemoService
 from resnext_triton.samples import sample_photos
 
@@ -24,13 +23,6 @@ DEFAULT_BIND = "127.0.0.1"
 EXIT_OK = 0
 EXIT_CANNOT_SERVE = 1
 EXIT_USAGE = 2  # argparse's own
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -55,27 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address the page listens on (default: {DEFAULT_BIND}; the page has no authentication)",
     )
     server = parser.add_argument_group("Triton")
-    server.add_argument(
-        "-u",
-        "--url",
-        default=None,
-        help=f"Triton host:port (default: 127.0.0.1:{DEFAULT_PORTS['grpc']} for grpc, "
-        f"127.0.0.1:{DEFAULT_PORTS['http']} for http)",
-    )
-    server.add_argument("-i", "--protocol", choices=PROTOCOLS, default="grpc", help="protocol (default: grpc)")
-    server.add_argument(
-        "-m", "--model", default=None, help="model selected when the page opens (default: ONNX, if served)"
-    )
+    add_target_options(server, model_help="model selected when the page opens (default: ONNX, if served)")
     server.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
         help=f"seconds to wait for Triton before the page says it is unreachable (default: {DEFAULT_TIMEOUT_S:g})",
     )
     server.add_argument(
         "--request-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_REQUEST_TIMEOUT_S,
         metavar="S",
         help=f"seconds allowed for one inference request (default: {DEFAULT_REQUEST_TIMEOUT_S:g})",
