@@ -202,6 +202,14 @@ def _publish_copy(model_dir: Path, keep: int) -> Path:
     return publish_version(model_dir, fill, keep=keep)
 
 
+def _version_ready(http_url: str, model: str, version: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"{http_url}/v2/models/{model}/versions/{version}/ready", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def test_a_new_version_goes_live_without_a_failed_request_and_keep_spares_the_served_one(server, onnx_name):
     model_dir = Path(server.current_state().repo) / onnx_name
     assert versions(model_dir) == [1]
@@ -215,7 +223,11 @@ def test_a_new_version_goes_live_without_a_failed_request_and_keep_spares_the_se
         deadline = time.monotonic() + RECOVER_S
         while "2" not in loop.versions and time.monotonic() < deadline:
             time.sleep(0.5)
-        time.sleep(3)  # and the old version unloaded under load
+        # and the old version unloaded under load (poll mode loads the new one first, then unloads)
+        deadline = time.monotonic() + RECOVER_S
+        while _version_ready(server.http_url, onnx_name, 1) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _version_ready(server.http_url, onnx_name, 1)
     finally:
         loop.stop.set()
         thread.join()

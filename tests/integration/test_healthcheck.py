@@ -12,6 +12,7 @@ import pytest
 
 from resnext_triton.triton.healthcheck import main, tiny_png
 from resnext_triton.triton.local import LocalTriton, ServerConfig, procs
+from resnext_triton.triton.local.state import VIEW_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def test_a_dead_python_stub_is_unhealthy_while_triton_still_says_ready(exported_
     with LocalTriton(config) as server:
         state = tmp_path / "health"
         assert main(["--url", server.http_url, "--state", str(state)]) == 0
-        (stub,) = [s for s in procs.stubs(config.state_dir) if s.model == PRE]
+        (stub,) = [s for s in procs.stubs(config.state_dir, config.state_dir / VIEW_DIR) if s.model == PRE]
         os.kill(stub.pid, signal.SIGKILL)
         time.sleep(0.5)
         # Triton 2.51 may still answer /v2/health/ready here (the local supervisor repairs it within
