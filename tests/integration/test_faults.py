@@ -25,6 +25,7 @@ import tritonclient.http as httpclient
 from resnext_triton.spec import Format
 from resnext_triton.triton import local as srv
 from resnext_triton.triton.local import procs
+from resnext_triton.triton.local.served import served_versions
 from resnext_triton.triton.process import pid_alive
 from resnext_triton.triton.repository import MANIFEST, publish_version, versions
 
@@ -37,8 +38,19 @@ RECOVER_S = 120.0  # the service answers again within this (restart backoff + lo
 
 
 def link_tree(source: Path, target: Path) -> Path:
-    """A copy of a model directory whose large files are hard links (cheap; the originals are never written)."""
-    shutil.copytree(source, target, copy_function=os.link)
+    """A copy of a model directory whose large files are hard links (cheap; the originals are never written).
+
+    Configs are real copies: a server over the original (the session's) would otherwise count as
+    serving this copy too (pruning recognizes a model directory by its config.pbtxt).
+    """
+
+    def copy(src: str, dst: str) -> None:
+        if os.path.getsize(src) > 1 << 20:
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy)
     return target
 
 
@@ -202,14 +214,6 @@ def _publish_copy(model_dir: Path, keep: int) -> Path:
     return publish_version(model_dir, fill, keep=keep)
 
 
-def _version_ready(http_url: str, model: str, version: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"{http_url}/v2/models/{model}/versions/{version}/ready", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def test_a_new_version_goes_live_without_a_failed_request_and_keep_spares_the_served_one(server, onnx_name):
     model_dir = Path(server.current_state().repo) / onnx_name
     assert versions(model_dir) == [1]
@@ -225,14 +229,14 @@ def test_a_new_version_goes_live_without_a_failed_request_and_keep_spares_the_se
             time.sleep(0.5)
         # and the old version unloaded under load (poll mode loads the new one first, then unloads)
         deadline = time.monotonic() + RECOVER_S
-        while _version_ready(server.http_url, onnx_name, 1) and time.monotonic() < deadline:
+        while served_versions(model_dir)[0] != {2} and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not _version_ready(server.http_url, onnx_name, 1)
     finally:
         loop.stop.set()
         thread.join()
     assert loop.errors == [] and loop.ok > 0, loop.errors[:3]
     assert "2" in loop.versions
+    assert served_versions(model_dir) == ({2}, [])  # what pruning asks: only 2 is served
     _publish_copy(model_dir, keep=1)
     assert versions(model_dir) == [2, 3]  # 1 is served no more: pruned; 2 still is: kept
     assert (model_dir / "3" / MANIFEST).is_file()
