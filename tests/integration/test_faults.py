@@ -297,7 +297,8 @@ def test_two_deployments_racing_for_the_same_ports_do_not_both_report_ready(expo
 
 
 def test_a_short_soak_recovers_from_every_fault_and_leaves_nothing(exported_repo, onnx_name, tmp_path, capsys):
-    """The CI version of ``bench/soak.py``: 62 s of load (faults at 8, 28 and 48 s), a stub killed, the server killed, the hostile request."""
+    """The CI version of ``bench/soak.py``: 62 s of load; at 8, 28 and 48 s a stub killed, the server
+    killed, the hostile request."""
     from resnext_triton.bench import soak
 
     repo = link_tree(exported_repo.path / onnx_name, tmp_path / "repo" / onnx_name).parent
