@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from resnext_triton.bench.gpu_carry import CLIENT_DIR, MANIFEST_NAME, PYTHON_DIR, SERVER, TRITON_DIR, WHEEL_LIBS
-from resnext_triton.triton.local.install import TritonInstallation, missing_libraries, server_env
+from resnext_triton.triton.local.install import TritonInstallation, library_problems, missing_libraries, server_env
 
 
 class ToolsError(RuntimeError):
@@ -160,11 +160,9 @@ def check_tools(tools: HarnessTools, fallback_dir: Path) -> HarnessTools:
                 link.symlink_to(copy)
                 perf, server = (_prepend(env, "LD_LIBRARY_PATH", fallback_dir) for env in (perf, server))
                 fixes.append(f"{soname} -> {copy.name}")
-    problems = []
-    for binary, env in ((tools.install.binary, server), (tools.install.stub, server), (tools.perf_analyzer, perf)):
-        missing = missing_libraries(binary, env)
-        if missing:
-            problems.append(f"{binary.name} needs {', '.join(missing)}")
+    problems = library_problems(
+        [(tools.install.binary, server), (tools.install.stub, server), (tools.perf_analyzer, perf)]
+    )
     if problems:
         hint = ""
         if any("libpython" in p for p in problems):

@@ -100,17 +100,23 @@ def missing_libraries(binary: Path, env: dict[str, str]) -> list[str]:
     return sorted({line.split()[0] for line in proc.stdout.splitlines() if "not found" in line})
 
 
+def library_problems(binaries: list[tuple[Path, dict[str, str]]]) -> list[str]:
+    """``"<binary> needs <libraries>"`` for each binary (with its environment) that misses shared libraries."""
+    problems = []
+    for binary, env in binaries:
+        missing = missing_libraries(binary, env)
+        if missing:
+            problems.append(f"{binary.name} needs {', '.join(missing)}")
+    return problems
+
+
 def check_dependencies(install: TritonInstallation, env: dict[str, str]) -> None:
     """Check that tritonserver and the Python stub find every shared library they link.
 
     Raises:
         DependencyError: naming the missing libraries and how to install them.
     """
-    problems = []
-    for binary in (install.binary, install.stub):
-        missing = missing_libraries(binary, env)
-        if missing:
-            problems.append(f"{binary.name} needs {', '.join(missing)}")
+    problems = library_problems([(install.binary, env), (install.stub, env)])
     if problems:
         hint = ""
         if any("libpython" in p for p in problems):
