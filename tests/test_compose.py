@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from resnext_triton.spec import Format, ModelSpec
+from resnext_triton.triton.ensemble import ensemble_name, preprocess_model_name
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / ".venv" / "bin" / "docker-compose"
 RELEASE = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["resnext-triton"]["ngc-release"]
@@ -99,7 +102,15 @@ def test_export_job_is_a_one_shot_gpu_job_writing_the_repository():
     repo = next(v for v in export["volumes"] if v["target"].endswith("/model_repository"))
     assert not repo.get("read_only", False) and repo["source"] == str(ROOT / "model_repository")
     script = export["command"][-1]
-    assert "python3 export/export.py" in script and "--formats torchscript,onnx,tensorrt" in script
+    assert "python3 export/export.py" in script
+    # every committed model directory gets a version: Triton does not start with a config without one
+    formats = Format.parse_list(re.search(r"--formats (\S+)", script).group(1))
+    spec = ModelSpec()
+    exported = {spec.model_name(f) for f in formats} | {ensemble_name(spec, f) for f in formats}
+    committed = {p.name for p in (ROOT / "model_repository").iterdir() if (p / "config.pbtxt").is_file()}
+    assert committed - {preprocess_model_name(spec)} <= exported, committed - exported
+    dockerfile = (ROOT / "export" / "Dockerfile").read_text()
+    assert f'"--formats", "{",".join(f.value for f in formats)}"' in dockerfile
     # skips only when the plans match this GPU and TensorRT (finding 5), not whenever one exists
     assert "python3 -m resnext_triton.exporters.plan_check --repo model_repository" in script
     assert export["environment"]["RESNEXT_WEIGHTS"] == "ngc"

@@ -18,7 +18,8 @@ def test_gpu_config_round_trips_through_tritons_schema(fmt):
     spec = ModelSpec()
     config = parse_pbtxt(to_pbtxt(build_config(spec, fmt, ServingOptions())))
     assert config.name == spec.model_name(fmt)
-    backends = {"torchscript": "pytorch", "onnx": "onnxruntime", "onnx_int8": "onnxruntime", "tensorrt": "tensorrt"}
+    backends = {"torchscript": "pytorch", "onnx": "onnxruntime", "onnx_int8": "onnxruntime", "tensorrt": "tensorrt",
+                "tensorrt_int8": "tensorrt"}
     assert config.backend == backends[fmt.value]
     assert config.max_batch_size == 64
     (inp,) = config.input
@@ -33,7 +34,7 @@ def test_gpu_config_round_trips_through_tritons_schema(fmt):
     kind = mc.ModelInstanceGroup.KIND_CPU if fmt is Format.ONNX_INT8 else mc.ModelInstanceGroup.KIND_GPU
     assert config.instance_group[0].kind == kind
     assert config.model_warmup[0].inputs["INPUT__0"].random_data
-    assert config.optimization.cuda.graphs == (fmt is Format.TENSORRT)
+    assert config.optimization.cuda.graphs == fmt.is_plan
 
 
 def test_cpu_config_has_no_gpu_options():
@@ -42,8 +43,9 @@ def test_cpu_config_has_no_gpu_options():
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert config.instance_group[0].count == 3
     assert not config.HasField("optimization")
-    with pytest.raises(ValueError, match="only on a GPU"):
-        build_config(ModelSpec(), Format.TENSORRT, options, cpu=True)
+    for plan in (Format.TENSORRT, Format.TENSORRT_INT8):
+        with pytest.raises(ValueError, match="only on a GPU"):
+            build_config(ModelSpec(), plan, options, cpu=True)
 
 
 def test_onnx_tensorrt_accelerator_and_fp16_torchscript():
@@ -102,9 +104,11 @@ def test_committed_configs_have_not_drifted(tmp_path):
     assert generated == committed
     for rel in generated:
         assert (COMMITTED / rel).read_text() == (tmp_path / rel).read_text(), (
-            f"{rel} drifted: run `python export/export.py --configs-only --formats torchscript,onnx,onnx_int8,tensorrt`"
+            f"{rel} drifted: run `python export/export.py --configs-only "
+            "--formats torchscript,onnx,onnx_int8,tensorrt,tensorrt_int8`"
         )
     assert not (tmp_path / spec.model_name(Format.TENSORRT) / CPU_CONFIG).exists()
+    assert not (tmp_path / spec.model_name(Format.TENSORRT_INT8) / CPU_CONFIG).exists()
 
 
 def test_cuda_graphs_cover_every_batch_size_up_to_the_max():

@@ -101,6 +101,7 @@ def test_served_model_titles_name_format_and_precision():
     assert pipeline.title == "ONNX FP32 pipeline"
     trt = ServedModel("resnext101_32x4d_tensorrt_fp16", Format.TENSORRT, "FP16")
     assert trt.choice == "TensorRT FP16 · resnext101_32x4d_tensorrt_fp16"
+    assert ServedModel("m_tensorrt_int8", Format.TENSORRT_INT8, "INT8").title == "TensorRT INT8"
 
 
 @pytest.mark.parametrize(
@@ -111,6 +112,7 @@ def test_served_model_titles_name_format_and_precision():
         ("resnext101_32x4d_onnx_int8_image", (Format.ONNX_INT8, True)),
         ("resnext101_32x4d_torchscript_image", (Format.TORCHSCRIPT, True)),
         ("resnext101_32x4d_tensorrt_fp16", (Format.TENSORRT, False)),
+        ("resnext101_32x4d_tensorrt_int8_image", (Format.TENSORRT_INT8, True)),
         ("resnext101_32x4d_preprocess", (None, False)),
     ],
 )
@@ -121,6 +123,7 @@ def test_model_names_give_format_and_pipeline(name, parsed):
 def test_precision_and_dropdown_order():
     assert precision_of(Format.TENSORRT, "FP32") == "FP16"
     assert precision_of(Format.ONNX_INT8, "FP32") == "INT8"
+    assert precision_of(Format.TENSORRT_INT8, "FP32") == "INT8"
     assert precision_of(Format.TORCHSCRIPT, "FP16") == "FP16"
     assert precision_of(Format.ONNX, "UINT8") == ""  # a pipeline's input says nothing about the model
     names = ["m_onnx_image", "m_onnx_int8", "m_torchscript", "m_tensorrt_fp16", "m_onnx"]

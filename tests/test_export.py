@@ -10,7 +10,7 @@ from resnext_triton.exporters.cli import main
 from resnext_triton.exporters.onnx2trt import tensorrt_available
 from resnext_triton.exporters.validate import TOLERANCES, compare, raise_on_failure
 from resnext_triton.runners import EagerRunner, Outputs, Runner
-from resnext_triton.spec import Format
+from resnext_triton.spec import Format, ModelSpec
 from resnext_triton.triton.repository import read_manifest, versions
 
 pytestmark = pytest.mark.slow
@@ -165,14 +165,15 @@ def test_skip_validation_is_explicit_and_reported(tmp_path, capsys):
 
 
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here; see tests/test_tensorrt.py")
-def test_tensorrt_without_tensorrt_fails_with_the_route(tmp_path, capsys):
-    code = main(["--weights", "random", "--variant", "resnext50_32x4d", "--formats", "tensorrt", "--out",
+@pytest.mark.parametrize("fmt", ["tensorrt", "tensorrt_int8"])
+def test_tensorrt_without_tensorrt_fails_with_the_route(tmp_path, capsys, fmt):
+    code = main(["--weights", "random", "--variant", "resnext50_32x4d", "--formats", fmt, "--out",
                  str(tmp_path), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 1
     assert "TensorRT is not installed" in captured.out + captured.err
     assert "export/Dockerfile" in captured.out + captured.err
-    assert versions(tmp_path / "resnext50_32x4d_tensorrt_fp16") == []
+    assert versions(tmp_path / ModelSpec(variant="resnext50_32x4d").model_name(Format(fmt))) == []
 
 
 def test_bad_arguments(capsys, tmp_path):

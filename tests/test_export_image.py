@@ -77,6 +77,21 @@ def test_plan_check_skips_only_on_a_matching_plan(tmp_path, capsys):
     assert main([*args, "9.0"]) == 1
 
 
+def test_plan_check_reads_every_plan_and_asks_for_every_unexported_model(tmp_path):
+    """A config without a version stops Triton at start ("at least one version must be available")."""
+    here = Target("10.8.0.43", "9.0")
+    _plan(tmp_path, 1, "10.8.0.43", "9.0")
+    (tmp_path / "resnext101_32x4d_tensorrt_fp16_image" / "1").mkdir(parents=True)  # a pipeline: no manifest
+    (tmp_path / "resnext101_32x4d_tensorrt_fp16_image" / "config.pbtxt").write_text("")
+    assert plan_mismatch(tmp_path, here) is None
+    _plan(tmp_path, 1, "10.3.0.26", "9.0", model="resnext101_32x4d_tensorrt_int8")
+    assert "resnext101_32x4d_tensorrt_int8/1 was built by TensorRT 10.3.0.26" in plan_mismatch(tmp_path, here)
+    _plan(tmp_path, 2, "10.8.0.43", "9.0", model="resnext101_32x4d_tensorrt_int8")
+    (tmp_path / "resnext101_32x4d_onnx_int8").mkdir()
+    (tmp_path / "resnext101_32x4d_onnx_int8" / "config.pbtxt").write_text("")
+    assert plan_mismatch(tmp_path, here) == "resnext101_32x4d_onnx_int8 has no exported version"
+
+
 def test_plan_check_without_tensorrt_asks_for_an_export(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

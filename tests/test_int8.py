@@ -92,3 +92,72 @@ def test_int8_format_is_an_onnx_file_served_on_cpu_instances():
     assert Format.ONNX_INT8.filename == "model.onnx" and ModelSpec().model_name(Format.ONNX_INT8).endswith("_onnx_int8")
     gpu = build_config(ModelSpec(), Format.ONNX_INT8, ServingOptions())
     assert gpu.backend == "onnxruntime" and gpu.instance_group[0].kind == gpu.instance_group[0].KIND_CPU
+
+
+def _tiny_classifier(path) -> None:
+    """A small ONNX classifier with the spec's tensor names: conv, grouped conv, residual add, pool, fc."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    spec = ModelSpec()
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Add", ["r1", "c2"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], [spec.features_name]),
+        helper.make_node("Gemm", [spec.features_name, "w3", "b3"], [spec.output_name], transB=1),
+    ]
+    nodes[0].input[0] = spec.input_name
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info(spec.input_name, TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["N", 10]),
+         helper.make_tensor_value_info(spec.features_name, TensorProto.FLOAT, ["N", 8])],
+        [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("w2", 8, 4, 3, 3), weight("b2", 8),
+         weight("w3", 10, 8), weight("b3", 10)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_each_int8_target_gets_the_integer_types_its_runtime_takes(tmp_path, target):
+    """CPU: U8 activations with zero points (ONNX Runtime's VNNI kernels). TensorRT: symmetric S8 only."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    spec = ModelSpec()
+    _tiny_classifier(tmp_path / "fp32.onnx")
+    images = np.random.default_rng(1).random((8, 3, 16, 16), dtype=np.float32)
+    details = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", spec, images, target=target)
+    assert details["int8_target"] == target and details["calibration_images"] == 8
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    activations = {p.dtype for p in points if p.ndim == 0}
+    assert points and activations == ({np.dtype(np.int8)} if target == "tensorrt" else {np.dtype(np.uint8)})
+    if target == "tensorrt":
+        assert all(not p.any() for p in points)  # zero point 0 everywhere: symmetric
+        quantizes = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+        assert {"w1", "w2"} <= quantizes  # FP32 weights with their own Q/DQ pair
+    else:
+        assert any(p.any() for p in points)  # asymmetric: U8 activations use their zero points
+    outputs = [spec.output_name, spec.features_name]
+    ref = ort.InferenceSession(str(tmp_path / "fp32.onnx")).run(outputs, {spec.input_name: images})
+    got = ort.InferenceSession(str(tmp_path / "int8.onnx")).run(outputs, {spec.input_name: images})
+    assert [g.shape for g in got] == [(8, 10), (8, 8)]
+    noise = float(np.mean((got[0] - ref[0]) ** 2))
+    assert noise > 0 and 10 * np.log10(float(np.mean(ref[0] ** 2)) / noise) > 25  # INT8, and close to FP32
+
+
+def test_quantizer_refuses_an_unknown_target(tmp_path):
+    with pytest.raises(ExportError, match="unknown INT8 target 'npu'"):
+        quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", ModelSpec(), np.zeros((1, 3, 8, 8)), target="npu")

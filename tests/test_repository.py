@@ -92,9 +92,11 @@ def test_servable_models_on_cpu(tmp_path):
         "resnext101_32x4d_preprocess",
     ]
     assert "TensorRT" in skipped["resnext101_32x4d_tensorrt_fp16"]
+    assert "TensorRT" in skipped["resnext101_32x4d_tensorrt_int8"]
     assert "no exported version" in skipped["resnext101_32x4d_torchscript"]
     assert "resnext101_32x4d_torchscript" in skipped["resnext101_32x4d_torchscript_image"]  # nothing to front
     load_gpu, _ = servable_models(tmp_path, cpu=False)
     assert [n for n in load_gpu if not n.endswith(("_image", "_preprocess"))] == [
-        "resnext101_32x4d_onnx", "resnext101_32x4d_onnx_int8", "resnext101_32x4d_tensorrt_fp16"]
+        "resnext101_32x4d_onnx", "resnext101_32x4d_onnx_int8", "resnext101_32x4d_tensorrt_fp16",
+        "resnext101_32x4d_tensorrt_int8"]
     assert "resnext101_32x4d_tensorrt_fp16_image" in load_gpu

@@ -15,7 +15,17 @@ def test_model_names():
     assert spec.model_name(Format.TORCHSCRIPT) == "resnext101_32x4d_torchscript"
     assert spec.model_name(Format.ONNX) == "resnext101_32x4d_onnx"
     assert spec.model_name(Format.TENSORRT) == "resnext101_32x4d_tensorrt_fp16"
+    assert spec.model_name(Format.TENSORRT_INT8) == "resnext101_32x4d_tensorrt_int8"
     assert spec.input_shape == (3, 224, 224)
+
+
+def test_formats_know_their_file_and_kind():
+    assert {f: f.filename for f in Format} == {
+        Format.TORCHSCRIPT: "model.pt", Format.ONNX: "model.onnx", Format.ONNX_INT8: "model.onnx",
+        Format.TENSORRT: "model.plan", Format.TENSORRT_INT8: "model.plan",
+    }
+    assert [f for f in Format if f.is_plan] == [Format.TENSORRT, Format.TENSORRT_INT8]
+    assert [f for f in Format if f.is_int8] == [Format.ONNX_INT8, Format.TENSORRT_INT8]
 
 
 def test_format_list_parsing():

@@ -294,6 +294,6 @@ def load_runner(
         return TorchScriptRunner(path, device)
     if fmt in (Format.ONNX, Format.ONNX_INT8):
         return OnnxRuntimeRunner(path, device, intra_op_threads=intra_op_threads)
-    if fmt is Format.TENSORRT:
+    if fmt.is_plan:
         return TensorRTRunner(path, spec or ModelSpec())
     raise ValueError(f"no runner for format {fmt.value!r}")

@@ -36,6 +36,8 @@ class Format(enum.StrEnum):
     ONNX = "onnx"
     ONNX_INT8 = "onnx_int8"
     TENSORRT = "tensorrt"
+    TENSORRT_INT8 = "tensorrt_int8"
+    """A TensorRT INT8 plan built from a symmetric QDQ graph (explicit quantization)."""
 
     @property
     def model_suffix(self) -> str:
@@ -43,9 +45,21 @@ class Format(enum.StrEnum):
         return "tensorrt_fp16" if self is Format.TENSORRT else self.value
 
     @property
+    def is_plan(self) -> bool:
+        """True for TensorRT plans: GPU-only, and loadable only by the TensorRT and GPU that built them."""
+        return self in (Format.TENSORRT, Format.TENSORRT_INT8)
+
+    @property
+    def is_int8(self) -> bool:
+        """True for the INT8 formats, judged by data tolerances (SQNR) rather than max |diff|."""
+        return self in (Format.ONNX_INT8, Format.TENSORRT_INT8)
+
+    @property
     def filename(self) -> str:
         """The default model file name Triton's backend looks for."""
-        return {Format.TORCHSCRIPT: "model.pt", Format.TENSORRT: "model.plan"}.get(self, "model.onnx")
+        if self.is_plan:
+            return "model.plan"
+        return "model.pt" if self is Format.TORCHSCRIPT else "model.onnx"
 
     @classmethod
     def parse_list(cls, text: str) -> list[Format]:

@@ -40,6 +40,7 @@ _FORMAT_TITLES = {
     Format.TORCHSCRIPT: "TorchScript",
     Format.TENSORRT: "TensorRT",
     Format.ONNX_INT8: "ONNX",
+    Format.TENSORRT_INT8: "TensorRT",
 }
 FORMAT_ORDER = (*MODEL_PREFERENCE, *(f for f in Format if f not in MODEL_PREFERENCE))
 """The dropdown's order: the client's preference (ONNX, TorchScript, TensorRT), then the others (INT8)."""
@@ -92,10 +93,10 @@ def parse_model_name(name: str) -> tuple[Format | None, bool]:
 
 
 def precision_of(fmt: Format | None, datatype: str) -> str:
-    """FP16 for TensorRT plans, INT8 for the quantized ONNX model, else the input datatype (FP32/FP16)."""
+    """FP16 for the TensorRT FP16 plan, INT8 for the INT8 formats, else the input datatype (FP32/FP16)."""
     if fmt is Format.TENSORRT:
         return "FP16"
-    if fmt is Format.ONNX_INT8:
+    if fmt is not None and fmt.is_int8:
         return "INT8"
     return datatype if datatype in ("FP32", "FP16") else ""
 
@@ -219,7 +220,7 @@ class DemoService:
         """A served model's entry; an image pipeline takes its precision from the model behind it."""
         fmt, pipeline = parse_model_name(info.name)
         precision = precision_of(fmt, info.datatype)
-        if pipeline and fmt not in (Format.TENSORRT, Format.ONNX_INT8):
+        if pipeline and not (fmt is Format.TENSORRT or (fmt is not None and fmt.is_int8)):
             base = info.name.removesuffix(PIPELINE_SUFFIX)
             precision = next((m.precision for m in known if m.name == base), "")
         return ServedModel(info.name, fmt, precision, pipeline or info.takes_bytes)

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("output")
     out.add_argument("--formats", default="torchscript,onnx",
-                     help="comma-separated: torchscript,onnx,onnx_int8,tensorrt")
+                     help="comma-separated: torchscript,onnx,onnx_int8,tensorrt,tensorrt_int8 "
+                     "(the TensorRT plans need TensorRT and a GPU)")
     out.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository directory")
     out.add_argument("--keep", type=int, default=2, help="versions to keep per model (0 keeps all)")
     out.add_argument("--configs-only", action="store_true",
@@ -56,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer)")
     fmt.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file (read and updated)")
     fmt.add_argument("--calibration-images", type=Path, metavar="DIR",
-                     help="onnx_int8: calibrate on the images in DIR (default: the validation photos)")
+                     help="onnx_int8, tensorrt_int8: calibrate on the images in DIR (default: the validation photos)")
     fmt.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS,
-                     help="onnx_int8: activation calibration (default: minmax)")
+                     help="onnx_int8, tensorrt_int8: activation calibration (default: minmax)")
 
     serve = parser.add_argument_group("Triton config")
     serve.add_argument("--max-batch-size", type=int, default=64)

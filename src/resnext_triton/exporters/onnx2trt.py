@@ -1,10 +1,14 @@
-"""ONNX -> TensorRT FP16 engine, saved as the raw serialized plan Triton's backend loads.
+"""ONNX -> TensorRT engine (FP16, or INT8 from a QDQ graph), saved as the raw plan Triton loads.
 
 A plan is only loadable by the TensorRT version and GPU compute capability that built it, so the
 supported route is to build it inside NVIDIA's PyTorch container of the same release as the
 Triton image (``export/Dockerfile``, the ``export`` service of docker-compose.yml). Without
 TensorRT or a GPU this module raises :class:`TensorRTUnavailable`; it never falls back to FP32.
 It only converts: :class:`resnext_triton.runners.TensorRTRunner` runs a plan.
+
+An INT8 plan is built from a symmetric QDQ graph (:func:`resnext_triton.exporters.onnx2int8.quantize_onnx`
+with ``target="tensorrt"``): explicit quantization, so TensorRT runs INT8 exactly where the graph's
+Q/DQ pairs say, and FP16 elsewhere; no TensorRT calibrator is involved.
 
 The plan keeps the ONNX model's tensor names: ``INPUT__0`` in, ``OUTPUT__0`` (logits) and
 ``FEATURES__1`` (the pooled features before ``fc``) out, both float32 at the interface.
@@ -39,6 +43,7 @@ class EngineInfo:
     opt_batch: int
     max_batch: int
     fp16: bool
+    int8: bool = False
 
     def describe(self) -> dict[str, Any]:
         """The manifest entry."""
@@ -77,21 +82,27 @@ def build_engine(
     opt_batch: int | None = None,
     workspace_bytes: int = 4 << 30,
     timing_cache: Path | None = None,
+    int8: bool = False,
 ) -> EngineInfo:
     """Build an FP16 engine with one optimization profile (min 1, opt, max = ``max_batch``).
 
+    With ``int8``, ``onnx_path`` must be a QDQ graph: INT8 runs where its Q/DQ pairs say, FP16
+    elsewhere (explicit quantization).
+
     Args:
-        onnx_path: the ONNX model (dynamic batch axis).
+        onnx_path: the ONNX model (dynamic batch axis); a symmetric QDQ graph for ``int8``.
         plan_path: where to write the raw serialized engine (no header).
         spec: tensor names and shapes.
         max_batch: the profile's maximum batch, at least the Triton config's max_batch_size.
         opt_batch: the batch TensorRT tunes for (default: half of ``max_batch``).
         workspace_bytes: the builder's workspace limit.
         timing_cache: a timing cache file, read if present and written back.
+        int8: build an INT8 plan from the graph's Q/DQ pairs.
 
     Raises:
         TensorRTUnavailable: without TensorRT or a GPU.
-        ExportError: if parsing or building fails, or the ONNX model lacks the spec's outputs.
+        ExportError: if parsing or building fails, the ONNX model lacks the spec's outputs, or
+            ``int8`` is asked of a graph without Q/DQ layers.
     """
     require_tensorrt()
     import tensorrt as trt
@@ -119,6 +130,11 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        quantize = trt.LayerType.QUANTIZE
+        if not any(network.get_layer(i).type == quantize for i in range(network.num_layers)):
+            raise ExportError(f"{onnx_path} has no QuantizeLinear layers: an INT8 plan needs a QDQ graph")
+        config.set_flag(trt.BuilderFlag.INT8)  # a weakly typed network: Q/DQ decide where INT8 runs
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     if not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -131,7 +147,8 @@ def build_engine(
     dims = [trt.Dims([batch, *shape]) for batch in (1, opt, max_batch)]
     profile.set_shape(spec.input_name, *dims)
     config.add_optimization_profile(profile)
-    log.info("building TensorRT FP16 engine (batch 1..%d, opt %d); this takes minutes", max_batch, opt)
+    log.info("building TensorRT %s engine (batch 1..%d, opt %d); this takes minutes", "INT8" if int8 else "FP16",
+             max_batch, opt)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT failed to build the engine (see the TensorRT log above)")
@@ -149,5 +166,6 @@ def build_engine(
         opt_batch=opt,
         max_batch=max_batch,
         fp16=True,
+        int8=int8,
     )
 

@@ -32,7 +32,7 @@ from resnext_triton.weights import LoadedWeights
 
 log = logging.getLogger(__name__)
 
-FORMAT_ORDER = (Format.TORCHSCRIPT, Format.ONNX, Format.ONNX_INT8, Format.TENSORRT)
+FORMAT_ORDER = (Format.TORCHSCRIPT, Format.ONNX, Format.ONNX_INT8, Format.TENSORRT, Format.TENSORRT_INT8)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class ExportRequest:
     calibration_images: tuple[Path, ...] = ()
     """INT8 calibration images (default: the validation photos)."""
     calibration_method: str = "minmax"
+    """INT8 activation calibration, for both onnx_int8 and tensorrt_int8."""
 
     def __post_init__(self) -> None:
         if not self.formats:
@@ -204,27 +205,32 @@ class Exporter:
             self._onnx_path = artifact
             return {"opset": req.opset}
         if fmt is Format.ONNX_INT8:
-            return self._quantize(artifact)
+            with tempfile.TemporaryDirectory() as tmp:
+                return {"opset": req.opset, **self._quantize(self._onnx_source(Path(tmp)), artifact, "cpu")}
         from resnext_triton.exporters.onnx2trt import build_engine, require_tensorrt
 
         require_tensorrt()
+        int8 = fmt is Format.TENSORRT_INT8
+        details: dict[str, Any] = {"opset": req.opset}
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = self._onnx_source(Path(tmp))
+            if int8:  # the plan's input is a symmetric QDQ graph, calibrated like onnx_int8
+                qdq = Path(tmp) / "model_qdq.onnx"
+                details |= self._quantize(onnx_path, qdq, "tensorrt")
+                onnx_path = qdq
             info = build_engine(
-                onnx_path, artifact, self.spec, max_batch=req.options.max_batch_size, timing_cache=req.timing_cache
+                onnx_path, artifact, self.spec, max_batch=req.options.max_batch_size, timing_cache=req.timing_cache,
+                int8=int8,
             )
-        return {"opset": req.opset, **info.describe()}
+        return {**details, **info.describe()}
 
-    def _quantize(self, artifact: Path) -> dict[str, Any]:
+    def _quantize(self, onnx_path: Path, out: Path, target: str) -> dict[str, Any]:
+        """Quantize the FP32 ONNX model for ``target`` on the calibration images (default: the photos)."""
         from resnext_triton.exporters.onnx2int8 import quantize_onnx
 
         req = self.request
-        paths = req.calibration_images or req.photos
-        calibration = load_photos(paths, self.spec)
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_path = self._onnx_source(Path(tmp))
-            details = quantize_onnx(onnx_path, artifact, self.spec, calibration, method=req.calibration_method)
-        return {"opset": req.opset, **details}
+        calibration = load_photos(req.calibration_images or req.photos, self.spec)
+        return quantize_onnx(onnx_path, out, self.spec, calibration, method=req.calibration_method, target=target)
 
     def _onnx_source(self, tmp: Path) -> Path:
         """The FP32 ONNX model TensorRT builds from and INT8 quantizes: this run's, or a fresh export."""
@@ -241,7 +247,7 @@ class Exporter:
 
     def _validate(self, fmt: Format, artifact: Path) -> ValidationReport:
         half = fmt is Format.TENSORRT or (fmt is Format.TORCHSCRIPT and self.request.torchscript_fp16)
-        precision = "int8" if fmt is Format.ONNX_INT8 else "fp16" if half else "fp32"
+        precision = "int8" if fmt.is_int8 else "fp16" if half else "fp32"
         assert self._photos is not None
         with closing(load_runner(fmt, artifact, spec=self.spec, device=self.request.device)) as candidate:
             report = compare(

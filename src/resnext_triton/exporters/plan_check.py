@@ -1,10 +1,12 @@
-"""Is the repository's TensorRT plan loadable here? The export job's reason to skip, or not.
+"""Does the repository load in this container's Triton? The export job's reason to skip, or not.
 
 A TensorRT plan loads only in the TensorRT version and on the GPU compute capability that built
 it. After an NGC release bump or a GPU change, an old plan makes Triton fail with "engine plan
-file is not compatible" (a crash loop under ``--exit-on-error`` and a restart policy). The export
-job therefore skips its work only when the newest plan's manifest names the TensorRT version and
-compute capability of the container it runs in.
+file is not compatible" (a crash loop under ``--exit-on-error`` and a restart policy). And a model
+directory with a ``config.pbtxt`` but no version makes Triton refuse to start ("at least one
+version must be available"). The export job therefore skips its work only when every model
+directory has a version and every plan's newest manifest names the TensorRT version and compute
+capability of the container it runs in.
 
 Command line (the compose ``export`` service runs it)::
 
@@ -55,14 +57,25 @@ def current_target() -> Target:
     return Target(tensorrt_version=str(version), compute_capability=f"{major}.{minor}")
 
 
-def plan_mismatch(repo: Path, target: Target) -> str | None:
-    """Why the repository's plans must be rebuilt for ``target``, or None when every one matches.
+def unexported_models(repo: Path) -> list[str]:
+    """The model directories with a ``config.pbtxt`` and no version: Triton will not start with one."""
+    if not repo.is_dir():
+        return []
+    return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file() and latest_version(p) is None)
 
-    Every TensorRT model directory's newest version is checked; a repository with no plan at all
-    needs an export too.
+
+def plan_mismatch(repo: Path, target: Target) -> str | None:
+    """Why the repository must be exported again for ``target``, or None when it loads as it is.
+
+    Every model directory needs a version, and every TensorRT model directory's newest version
+    must match ``target``; a repository with no plan at all needs an export too.
     """
-    model_dirs = sorted(p for p in repo.glob(f"*_{Format.TENSORRT.value}*") if p.is_dir()) if repo.is_dir() else []
+    suffixes = tuple(f"_{fmt.model_suffix}" for fmt in Format if fmt.is_plan)  # not their ``_image`` pipelines
+    model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and p.name.endswith(suffixes)) if repo.is_dir() else []
     reasons: list[str] = []
+    missing = unexported_models(repo)
+    if missing:
+        reasons.append(f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no exported version")
     checked = 0
     for model_dir in model_dirs:
         version = latest_version(model_dir)
@@ -82,7 +95,7 @@ def plan_mismatch(repo: Path, target: Target) -> str | None:
                 f"compute capability {target.compute_capability}"
             )
     if not checked:
-        return f"no TensorRT plan in {repo}"
+        reasons.insert(0, f"no TensorRT plan in {repo}")
     return "; ".join(reasons) or None
 
 
@@ -90,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 when every plan in the repository matches this host, 1 when an export is needed."""
     parser = argparse.ArgumentParser(
         prog="python -m resnext_triton.exporters.plan_check",
-        description="Exit 0 if the repository's TensorRT plans load here (same TensorRT, same compute "
-        "capability), 1 if they must be exported again.",
+        description="Exit 0 if the repository loads here as it is (every model exported, every TensorRT "
+        "plan built by this TensorRT for this compute capability), 1 if it must be exported again.",
     )
     parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
     parser.add_argument("--tensorrt-version", help="check against this version instead of the installed one")

@@ -2,7 +2,7 @@
 
 Each model directory gets two variants: ``config.pbtxt`` for a GPU host (native ``onnxruntime``,
 ``pytorch`` and ``tensorrt`` backends, KIND_GPU) and ``configs/cpu.pbtxt`` (KIND_CPU, no GPU-only
-options), which Triton picks with ``--model-config-name=cpu``. TensorRT plans get no CPU variant;
+options), which Triton picks with ``--model-config-name=cpu``. TensorRT plans (FP16 and INT8) get no CPU variant;
 the INT8 ONNX model runs on CPU instances in both (ONNX Runtime's INT8 kernels are CPU kernels).
 
 Every model has two outputs: ``OUTPUT__0``, the logits (with ``label_filename``, for Triton's
@@ -28,6 +28,7 @@ BACKENDS = {
     Format.ONNX: "onnxruntime",
     Format.ONNX_INT8: "onnxruntime",
     Format.TENSORRT: "tensorrt",
+    Format.TENSORRT_INT8: "tensorrt",
 }
 CPU_ONLY = (Format.ONNX_INT8,)
 """Formats served on CPU instances on every host: the INT8 QDQ graph is ONNX Runtime's CPU kernels' job."""
@@ -72,7 +73,7 @@ def build_config(spec: ModelSpec, fmt: Format, options: ServingOptions, *, cpu: 
     Raises:
         ValueError: for a TensorRT CPU config (a plan needs a GPU).
     """
-    if cpu and fmt is Format.TENSORRT:
+    if cpu and fmt.is_plan:
         raise ValueError("a TensorRT plan runs only on a GPU; there is no CPU config for it")
     half = options.fp16_input and fmt is Format.TORCHSCRIPT
     dtype = mc.TYPE_FP16 if half else mc.TYPE_FP32
@@ -147,7 +148,7 @@ def _add_gpu_optimizations(config: mc.ModelConfig, fmt: Format, options: Serving
             accel.parameters[f"trt_profile_{key}_shapes"] = f"{spec_input.name}:{batch}x{dims}"
         accel.parameters["trt_engine_cache_enable"] = "true"
         accel.parameters["trt_engine_cache_path"] = f"{ORT_TRT_CACHE_DIR}/{config.name}"
-    if fmt is Format.TENSORRT and options.cuda_graphs:
+    if fmt.is_plan and options.cuda_graphs:
         config.optimization.cuda.graphs = True
         for size, lower in graph_batch_sizes(options.max_batch_size):
             graph = config.optimization.cuda.graph_spec.add(batch_size=size)

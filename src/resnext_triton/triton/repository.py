@@ -74,7 +74,7 @@ def write_configs(repo: Path, spec: ModelSpec, fmt: Format, options: ServingOpti
     labels = "\n".join(spec.labels()) + "\n"
     model_dir = repo / spec.model_name(fmt)
     atomic_write_text(model_dir / "config.pbtxt", to_pbtxt(build_config(spec, fmt, options)))
-    if fmt is not Format.TENSORRT:
+    if not fmt.is_plan:
         atomic_write_text(model_dir / CPU_CONFIG, to_pbtxt(build_config(spec, fmt, options, cpu=True)))
     atomic_write_text(model_dir / LABELS_FILENAME, labels)
     _write_pipeline(repo, spec, fmt, options, labels)
@@ -95,7 +95,7 @@ def _write_pipeline(repo: Path, spec: ModelSpec, fmt: Format, options: ServingOp
     ens_dir = repo / ensemble_name(spec, fmt)
     ens_text = to_pbtxt(build_ensemble_config(spec, fmt, options))
     atomic_write_text(ens_dir / "config.pbtxt", ens_text)
-    if fmt is not Format.TENSORRT:
+    if not fmt.is_plan:
         atomic_write_text(ens_dir / CPU_CONFIG, ens_text)
     atomic_write_text(ens_dir / LABELS_FILENAME, labels)
     (ens_dir / "1").mkdir(exist_ok=True)
