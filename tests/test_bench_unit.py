@@ -333,3 +333,28 @@ def test_sweep_refuses_a_missing_repository(tmp_path: Path, capsys: pytest.Captu
     assert sweep.main(["--repo", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cs.main(["--repo", str(tmp_path), "--p95-budget-ms", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_formats_summary_shows_batches_and_an_unstable_point_without_its_percentiles() -> None:
+    from resnext_triton.bench.formats import ratios, summary
+
+    spec = ModelSpec()
+    onnx, int8 = spec.model_name(Format.ONNX), spec.model_name(Format.ONNX_INT8)
+    local = BaselineResult(onnx, batch=8, images=24, seconds=2.0, latencies_ms=[600.0, 610.0, 620.0]).to_dict()
+    results = {
+        "batch_size": 8,
+        "in_process": {onnx: local, int8: {**local, "name": int8, "throughput": 24.0}},
+        "perf": {onnx: {"throughput": 11.8, "p50_ms": 2585.0, "p95_ms": 2684.0, "stable": True},
+                 int8: {"throughput": 32.0, "p50_ms": None, "p95_ms": 1163.0, "stable": False},
+                 f"{onnx}_image": {"throughput": 10.3, "p50_ms": 374.0, "p95_ms": 490.0, "stable": True}},
+        "client": {"tensor": {"model": onnx, "img_per_s": 11.5, "failed": []},
+                   "pipeline": {"model": f"{onnx}_image", "img_per_s": 10.7, "failed": []}},
+        "agreement": {}, "wire_bytes": {"tensor": 602112, "pipeline": 302019},
+    }
+    results["ratios"] = ratios(results, spec)
+    assert results["ratios"]["int8_over_fp32_in_process"] == pytest.approx(2.0)
+    assert results["ratios"]["int8_over_fp32_served"] == pytest.approx(32.0 / 11.8)
+    text = summary(results, "python bench/formats.py -b 8")
+    assert f"| {int8} | FP32 tensors | 8 | 32.00 (unstable) | n/a | 1163 |" in text
+    assert f"| {onnx}_image | encoded files | 1 | 10.30 | 374 | 490 |" in text
+    assert f"| {int8} in process | FP32 tensors | 8 | 24.00 | 610 | 619 |" in text

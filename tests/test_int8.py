@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from resnext_triton.exporters import ExportError
-from resnext_triton.exporters.cli import _calibration_images
+from resnext_triton.exporters.cli import calibration_image_files
 from resnext_triton.exporters.onnx2int8 import quantize_onnx
 from resnext_triton.exporters.validate import MIN_SQNR_DB, TOLERANCES, compare
 from resnext_triton.spec import Format, ModelSpec
@@ -66,16 +66,16 @@ def test_top1_flip_beyond_the_noise_fails_but_a_near_tie_may_flip():
 
 
 def test_calibration_folder_is_checked(tmp_path):
-    assert _calibration_images(None) == ()
+    assert calibration_image_files(None) == ()
     with pytest.raises(ExportError, match="not a directory"):
-        _calibration_images(tmp_path / "missing")
+        calibration_image_files(tmp_path / "missing")
     with pytest.raises(ExportError, match="no image files"):
-        _calibration_images(tmp_path)
+        calibration_image_files(tmp_path)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.PNG").write_bytes(b"x")
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
-    assert [p.name for p in _calibration_images(tmp_path)] == ["a.jpg", "b.PNG"]
+    assert [p.name for p in calibration_image_files(tmp_path)] == ["a.jpg", "b.PNG"]
 
 
 def test_quantizer_refuses_bad_requests(tmp_path):
@@ -95,7 +95,10 @@ def test_int8_format_is_an_onnx_file_served_on_cpu_instances():
 
 
 def _tiny_classifier(path) -> None:
-    """A small ONNX classifier with the spec's tensor names: conv, grouped conv, residual add, pool, fc."""
+    """A small ONNX classifier with the spec's tensor names: conv, grouped conv, residual add, pool, fc.
+
+    Any image size goes in (the pool averages it away), 16x16 to keep the tests quick, 224 for the bench.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -118,7 +121,7 @@ def _tiny_classifier(path) -> None:
     nodes[0].input[0] = spec.input_name
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info(spec.input_name, TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info(spec.input_name, TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["N", 10]),
          helper.make_tensor_value_info(spec.features_name, TensorProto.FLOAT, ["N", 8])],
         [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("w2", 8, 4, 3, 3), weight("b2", 8),
@@ -161,3 +164,53 @@ def test_each_int8_target_gets_the_integer_types_its_runtime_takes(tmp_path, tar
 def test_quantizer_refuses_an_unknown_target(tmp_path):
     with pytest.raises(ExportError, match="unknown INT8 target 'npu'"):
         quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", ModelSpec(), np.zeros((1, 3, 8, 8)), target="npu")
+
+
+def test_int8_recipes_bench_compares_targets_and_methods_with_fp32(tmp_path, capsys):
+    """bench/int8_recipes.py on a tiny ONNX model in a repository layout: every recipe timed and compared."""
+    import json
+
+    from resnext_triton.bench.int8_recipes import main
+
+    version = tmp_path / "repo" / ModelSpec().model_name(Format.ONNX) / "1"
+    version.mkdir(parents=True)
+    _tiny_classifier(version / "model.onnx")
+    out = tmp_path / "out"
+    argv = ["--repo", str(tmp_path / "repo"), "--recipes", "cpu:minmax,tensorrt:percentile", "-b", "1,2",
+            "--images", "2", "--out", str(out)]
+    assert main(argv) == 0
+    (run_dir,) = out.iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = results["rows"]
+    assert list(rows) == ["fp32", "cpu:minmax", "tensorrt:percentile"]
+    for name in ("cpu:minmax", "tensorrt:percentile"):
+        assert set(rows[name]["img_per_s"]) == {"1", "2"} and all(v > 0 for v in rows[name]["img_per_s"].values())
+        assert 20 < rows[name]["sqnr_db"] < 80 and 0 <= rows[name]["top1_agreement"] <= 1
+    assert "| tensorrt:percentile |" in (run_dir / "summary.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:2], "--recipes", "gpu:minmax"])
+    assert exc.value.code == 2 and "bad recipe 'gpu:minmax'" in capsys.readouterr().err
+    assert main(["--repo", str(tmp_path / "empty"), "--out", str(out)]) == 1
+    assert "has no exported resnext101_32x4d_onnx" in capsys.readouterr().err
+
+
+def test_entropy_calibration_searches_its_own_ranges(tmp_path):
+    """ONNX Runtime's defaults would give entropy the min-max ranges; ours clips some of them."""
+    import onnx
+    from onnx import numpy_helper
+
+    _tiny_classifier(tmp_path / "fp32.onnx")
+    images = np.random.default_rng(2).standard_normal((8, 3, 16, 16)).astype(np.float32)
+
+    def activation_scales(method: str) -> dict[str, float]:
+        out = tmp_path / f"{method}.onnx"
+        quantize_onnx(tmp_path / "fp32.onnx", out, ModelSpec(), images, method=method)
+        model = onnx.load(str(out))
+        scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}
+        return {name: float(value) for name, value in scales.items() if value.ndim == 0}
+
+    minmax, entropy = activation_scales("minmax"), activation_scales("entropy")
+    assert minmax.keys() == entropy.keys() and len(minmax) >= 5
+    clipped = [name for name in minmax if entropy[name] < 0.99 * minmax[name]]
+    assert clipped, (minmax, entropy)
+    assert all(entropy[name] <= minmax[name] * 1.01 for name in minmax)

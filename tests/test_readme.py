@@ -34,6 +34,7 @@ def helps():
         "bench/config_search.py": _parser_help("resnext_triton.bench.config_search"),
         "bench/soak.py": _parser_help("resnext_triton.bench.soak"),
         "bench/formats.py": _parser_help("resnext_triton.bench.formats"),
+        "bench/int8_recipes.py": _parser_help("resnext_triton.bench.int8_recipes"),
         "client/evaluate.py": _parser_help("resnext_triton.client.evaluate"),
         "./deploy.sh": deploy,
         "./quickstart.sh": deploy + (ROOT / "quickstart.sh").read_text(),

@@ -23,7 +23,8 @@ def test_formats_tiny(exported_repo, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "formats.py"), "--repo", str(exported_repo.path), "-c", "2",
-         "--client-images", "6", "--formats", "onnx,onnx_int8,torchscript", *TINY, "--out", str(out)],
+         "--client-images", "6", "--formats", "onnx,onnx_int8,torchscript", "-b", "2", "--in-process-images", "2",
+         *TINY, "--out", str(out)],
         capture_output=True, text=True, timeout=1200, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -40,8 +41,15 @@ def test_formats_tiny(exported_repo, tmp_path: Path) -> None:
     assert 0.0 < agreement[f"{spec.variant}_onnx_int8"]["sqnr_db"] < 60
     assert results["client"]["tensor"]["failed"] == [] and results["client"]["pipeline"]["failed"] == []
     assert results["wire_bytes"]["tensor"] == 3 * 224 * 224 * 4
+    assert results["batch_size"] == 2
+    local = results["in_process"]
+    assert [(p["batch"], p["images"]) for p in local.values()] == [(2, 6), (2, 6)]  # at least 3 timed batches
     ratios = results["ratios"]
     assert ratios["int8_over_fp32_served"] > 0 and ratios["pipeline_over_tensor_served"] > 0
+    assert ratios["int8_over_fp32_in_process"] == local[f"{spec.variant}_onnx_int8"]["throughput"] / local[
+        f"{spec.variant}_onnx"]["throughput"]
     assert ratios["wire_bytes_tensor_over_pipeline"] > 1
     summary = (run_dir / "summary.md").read_text()
     assert "bench/formats.py" in summary and "| ratio | value |" in summary
+    assert f"| {spec.variant}_onnx_int8 in process | FP32 tensors | 2 |" in summary
+    assert f"| {spec.variant}_onnx_image | encoded files | 1 |" in summary

@@ -2,16 +2,19 @@
 
 Measured on the same photos, at the same batch size and concurrency, against one local Triton:
 
+* first, before the server starts, FP32 and INT8 ONNX in process (ONNX Runtime on the same
+  batches, nothing else running): the host's own INT8 / FP32 ceiling, to read the served ratio against;
 * perf_analyzer throughput and latency of every served classifier (FP32 ONNX, INT8 ONNX,
-  TorchScript) fed preprocessed tensors, and of the image pipelines fed the real encoded files
-  (``--input-data`` with the JPEG/PNG bytes);
+  TorchScript) fed preprocessed tensors in requests of ``--batch-size`` images, and of the image
+  pipelines fed the real encoded files (``--input-data`` with the JPEG/PNG bytes, one per request:
+  files differ in size, and a batch needs one shape);
 * the project's client end to end over a folder of the photos: client-side preprocessing + tensor
   endpoint, against ``--pipeline`` (files to the image pipeline);
 * bytes per image on the wire for each;
 * the agreement of every served format with FP32 ONNX on the photos: top-1 agreement, top-5
   overlap, max |logit difference|, SQNR.
 
-The ratios (INT8 / FP32 served, pipeline / tensor) are what to compare across machines.
+The ratios (INT8 / FP32 served and in process, pipeline / tensor) are what to compare across machines.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("-c", "--concurrency", type=int, default=4,
                         help="requests in flight (perf_analyzer and the client)")
+    parser.add_argument("-b", "--batch-size", type=int, default=1,
+                        help="images per request to the classifiers (perf_analyzer) and per in-process call; "
+                        "the image pipelines take one file per request")
+    parser.add_argument("--in-process-images", type=int, default=48,
+                        help="images each in-process INT8/FP32 timing runs (0: skip)")
     parser.add_argument("--client-images", type=int, default=48, help="images the client classifies per mode")
     parser.add_argument("--formats", type=cli.name_list([f.value for f in FORMATS]), default=["onnx", "onnx_int8"],
                         help="formats (and their image pipelines) perf_analyzer measures; the agreement table "
@@ -108,8 +116,29 @@ def client_throughput(endpoints: Endpoints, protocol: str, model: str, folder: P
             "img_per_s": len(files) / seconds, "failed": failed}
 
 
-def _perf(endpoints: Endpoints, args: argparse.Namespace, model: str, data: Path, raw: Path) -> PerfPoint:
-    run = PerfRun(model, args.protocol, endpoints.urls[args.protocol], 1, args.concurrency)
+def in_process(repo: Path, spec: ModelSpec, tensors: np.ndarray, *, batch: int, images: int) -> dict[str, Any]:
+    """FP32 and INT8 ONNX timed in process on the same batches (ONNX Runtime, all cores), one after the other."""
+    from resnext_triton.bench.baseline_suite import model_file
+    from resnext_triton.bench.baselines import model_only
+    from resnext_triton.runners import OnnxRuntimeRunner
+
+    timings: dict[str, Any] = {}
+    for fmt in (Format.ONNX, Format.ONNX_INT8):
+        path = model_file(repo, spec, fmt)
+        if path is None:
+            continue
+        runner = OnnxRuntimeRunner(path)
+        try:
+            result = model_only(spec.model_name(fmt), runner.run, tensors, batch=batch, images=images)
+        finally:
+            runner.close()
+        timings[result.name] = result.to_dict()
+        print(f"  in process {result.name} b{batch}: {result.throughput:.2f} img/s", flush=True)
+    return timings
+
+
+def _perf(endpoints: Endpoints, args: argparse.Namespace, model: str, data: Path, raw: Path, batch: int) -> PerfPoint:
+    run = PerfRun(model, args.protocol, endpoints.urls[args.protocol], batch, args.concurrency)
     point = run_perf(run, cli.measure_settings(args), raw, input_data=data, binary=find_perf_analyzer())
     print("  " + point_line(point), flush=True)
     return point
@@ -127,7 +156,11 @@ def measure(args: argparse.Namespace, run_dir: Path, photos: list[Path]) -> dict
     for i in range(args.client_images):
         src = photos[i % len(photos)]
         shutil.copyfile(src, folder / f"{i:04d}{src.suffix}")
-    results: dict[str, Any] = {"perf": {}, "client": {}, "agreement": {}}
+    results: dict[str, Any] = {"batch_size": args.batch_size, "perf": {}, "client": {}, "agreement": {},
+                               "in_process": {}}
+    if args.in_process_images > 0:
+        results["in_process"] = in_process(args.repo, spec, tensors, batch=args.batch_size,
+                                           images=args.in_process_images)
     with local_triton(args.repo, None, run_dir=run_dir) as endpoints:
         served = [fmt for fmt in FORMATS if model_ready(endpoints, spec.model_name(fmt))]
         if Format.ONNX not in served:
@@ -138,10 +171,10 @@ def measure(args: argparse.Namespace, run_dir: Path, photos: list[Path]) -> dict
             results["agreement"][name] = agreement(reference, served_logits(endpoints, name, tensors, spec))
             if fmt.value not in args.formats:
                 continue
-            results["perf"][name] = _perf(endpoints, args, name, tensor_data, raw).to_dict()
+            results["perf"][name] = _perf(endpoints, args, name, tensor_data, raw, args.batch_size).to_dict()
             pipe = ensemble_name(spec, fmt)
             if model_ready(endpoints, pipe):
-                results["perf"][pipe] = _perf(endpoints, args, pipe, file_data, raw).to_dict()
+                results["perf"][pipe] = _perf(endpoints, args, pipe, file_data, raw, 1).to_dict()
         onnx = spec.model_name(Format.ONNX)
         for label, pipeline in (("tensor", False), ("pipeline", True)):
             results["client"][label] = client_throughput(
@@ -165,8 +198,11 @@ def ratios(results: dict[str, Any], spec: ModelSpec) -> dict[str, float | None]:
 
     onnx, int8 = spec.model_name(Format.ONNX), spec.model_name(Format.ONNX_INT8)
     client = results["client"]
+    local = results.get("in_process", {})
     return {
         "int8_over_fp32_served": ratio(tput(int8), tput(onnx)),
+        "int8_over_fp32_in_process": ratio((local.get(int8) or {}).get("throughput"),
+                                           (local.get(onnx) or {}).get("throughput")),
         "pipeline_over_tensor_served": ratio(tput(ensemble_name(spec, Format.ONNX)), tput(onnx)),
         "client_pipeline_over_client_tensor": ratio(client["pipeline"]["img_per_s"], client["tensor"]["img_per_s"]),
         "wire_bytes_tensor_over_pipeline": results["wire_bytes"]["tensor"] / results["wire_bytes"]["pipeline"],
@@ -175,13 +211,23 @@ def ratios(results: dict[str, Any], spec: ModelSpec) -> dict[str, float | None]:
 
 def summary(results: dict[str, Any], command: str) -> str:
     """The markdown summary (what BENCHMARKS.md quotes)."""
-    lines = [f"`{command}`", "", "| model | input | img/s | p50 ms | p95 ms |", "|---|---|---:|---:|---:|"]
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0f}"
+
+    batch = results.get("batch_size", 1)
+    lines = [f"`{command}`", "", "| model | input | batch | img/s | p50 ms | p95 ms |", "|---|---|---:|---:|---:|---:|"]
+    for name, p in results.get("in_process", {}).items():
+        lines.append(f"| {name} in process | FP32 tensors | {p['batch']} | {p['throughput']:.2f} | "
+                     f"{ms(p['p50_ms'])} | {ms(p['p95_ms'])} |")
     for name, p in results["perf"].items():
-        kind = "encoded files" if name.endswith("_image") else "FP32 tensors"
+        pipeline = name.endswith("_image")
+        kind, size = ("encoded files", 1) if pipeline else ("FP32 tensors", batch)
         if p.get("throughput") is None:
-            lines.append(f"| {name} | {kind} | failed: {p.get('error')} | | |")
+            lines.append(f"| {name} | {kind} | {size} | failed: {p.get('error')} | | |")
             continue
-        lines.append(f"| {name} | {kind} | {p['throughput']:.2f} | {p['p50_ms']:.0f} | {p['p95_ms']:.0f} |")
+        unstable = "" if p.get("stable", True) else " (unstable)"
+        lines.append(f"| {name} | {kind} | {size} | {p['throughput']:.2f}{unstable} | {ms(p.get('p50_ms'))} | "
+                     f"{ms(p.get('p95_ms'))} |")
     lines += ["", "| client end to end | img/s | failed |", "|---|---:|---:|"]
     for label, c in results["client"].items():
         lines.append(f"| {label} ({c['model']}) | {c['img_per_s']:.2f} | {len(c['failed'])} |")

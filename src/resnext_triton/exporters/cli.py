@@ -152,7 +152,7 @@ def _export(args: argparse.Namespace, spec: ModelSpec, formats: tuple[Format, ..
             spec=spec, formats=formats, out=args.out, options=options, keep=args.keep,
             validate=not args.skip_validation, device=args.device, torchscript_fp16=args.torchscript_fp16,
             channels_last=args.channels_last, opset=args.opset, photos=photos, tolerances=tolerances,
-            timing_cache=args.timing_cache, calibration_images=_calibration_images(args.calibration_images),
+            timing_cache=args.timing_cache, calibration_images=calibration_image_files(args.calibration_images),
             calibration_method=args.calibration_method,
         )
         weights = load_weights(spec, args.weights, progress=not args.no_progress)
@@ -194,7 +194,7 @@ def _recalibrated(weights: LoadedWeights, photos: tuple[Path, ...], spec: ModelS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def _calibration_images(folder: Path | None) -> tuple[Path, ...]:
+def calibration_image_files(folder: Path | None) -> tuple[Path, ...]:
     """The image files under ``folder`` (recursively, sorted); () for the default.
 
     Raises:
