@@ -6,7 +6,8 @@
 #   ./deploy.sh stop|status|logs [--local|--docker] [-n LINES]
 #
 # Docker mode (a Docker engine that can hand out NVIDIA GPUs): the one-shot `export` job of
-# docker-compose.yml builds the TensorRT plan (skipped when matching plans exist) within --timeout,
+# docker-compose.yml builds the models (skipped when every model is exported and the plans match)
+# within --timeout ($EXPORT_FORMATS picks the formats, default torchscript,onnx,tensorrt),
 # then the NGC Triton image starts on the GPU; deploy.sh waits for its health check and fails fast
 # when it exits or restarts.
 # Local mode (anything else, e.g. a CPU-only host): the pip-installed Triton of .venv through
@@ -256,7 +257,7 @@ run_export() {
   local deadline="$1" name status=0
   [ "$dry_run" -eq 1 ] || mkdir -p "$REPO" "$RESNEXT_TRITON_CACHE_DIR"
   name="resnext-triton-export-$$"
-  echo "deploy.sh: export job (NGC PyTorch image; skipped when the plans match this GPU and TensorRT)"
+  echo "deploy.sh: export job (NGC PyTorch image; skipped when every model is exported and the plans match this GPU and TensorRT)"
   run timeout "$((deadline - SECONDS))" docker compose -f "$COMPOSE_FILE" run --rm --name "$name" export || status=$?
   case "$status" in
     0) ;;

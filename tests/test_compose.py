@@ -102,15 +102,18 @@ def test_export_job_is_a_one_shot_gpu_job_writing_the_repository():
     repo = next(v for v in export["volumes"] if v["target"].endswith("/model_repository"))
     assert not repo.get("read_only", False) and repo["source"] == str(ROOT / "model_repository")
     script = export["command"][-1]
-    assert "python3 export/export.py" in script
+    assert "python3 export/export.py" in script and '--formats "$${EXPORT_FORMATS}"' in script
     # every committed model directory gets a version: Triton does not start with a config without one
-    formats = Format.parse_list(re.search(r"--formats (\S+)", script).group(1))
+    formats = Format.parse_list(export["environment"]["EXPORT_FORMATS"])
+    assert formats == [Format.TORCHSCRIPT, Format.ONNX, Format.TENSORRT]
     spec = ModelSpec()
     exported = {spec.model_name(f) for f in formats} | {ensemble_name(spec, f) for f in formats}
     committed = {p.name for p in (ROOT / "model_repository").iterdir() if (p / "config.pbtxt").is_file()}
-    assert committed - {preprocess_model_name(spec)} <= exported, committed - exported
+    assert committed - {preprocess_model_name(spec)} == exported
     dockerfile = (ROOT / "export" / "Dockerfile").read_text()
     assert f'"--formats", "{",".join(f.value for f in formats)}"' in dockerfile
+    int8 = services({"EXPORT_FORMATS": "torchscript,onnx,onnx_int8,tensorrt,tensorrt_int8"})["export"]
+    assert int8["environment"]["EXPORT_FORMATS"].endswith(",tensorrt_int8")
     # skips only when the plans match this GPU and TensorRT (finding 5), not whenever one exists
     assert "python3 -m resnext_triton.exporters.plan_check --repo model_repository" in script
     assert export["environment"]["RESNEXT_WEIGHTS"] == "ngc"

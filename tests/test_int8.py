@@ -147,6 +147,10 @@ def test_each_int8_target_gets_the_integer_types_its_runtime_takes(tmp_path, tar
     points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     activations = {p.dtype for p in points if p.ndim == 0}
     assert points and activations == ({np.dtype(np.int8)} if target == "tensorrt" else {np.dtype(np.uint8)})
+    dequantized = [n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    int32_dequantized = [name for name in dequantized if inits[name].dtype == np.int32]
+    # INT32 biases: ONNX Runtime's CPU kernels take them, TensorRT's parser refuses them
+    assert bool(int32_dequantized) == (target == "cpu"), int32_dequantized
     if target == "tensorrt":
         assert all(not p.any() for p in points)  # zero point 0 everywhere: symmetric
         quantizes = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
@@ -187,6 +191,7 @@ def test_int8_recipes_bench_compares_targets_and_methods_with_fp32(tmp_path, cap
         assert set(rows[name]["img_per_s"]) == {"1", "2"} and all(v > 0 for v in rows[name]["img_per_s"].values())
         assert 20 < rows[name]["sqnr_db"] < 80 and 0 <= rows[name]["top1_agreement"] <= 1
     assert "| tensorrt:percentile |" in (run_dir / "summary.md").read_text()
+    assert results["in_sample"] and "in sample" in (run_dir / "summary.md").read_text()
     with pytest.raises(SystemExit) as exc:
         main([*argv[:2], "--recipes", "gpu:minmax"])
     assert exc.value.code == 2 and "bad recipe 'gpu:minmax'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""TensorRT FP16: builds, validates and reloads a plan. Runs only where TensorRT and a GPU exist."""
+"""TensorRT FP16 and INT8: build, validate and reload a plan. Runs only where TensorRT and a GPU exist."""
 
 import pytest
 

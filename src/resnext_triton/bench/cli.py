@@ -37,6 +37,17 @@ def _integers(text: str, minimum: int, expected: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def positive_int(text: str) -> int:
+    """One integer >= 1 (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """``"1,2,4"`` -> ``[1, 2, 4]`` (positive, in order, no duplicates).
 

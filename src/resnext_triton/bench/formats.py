@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("-c", "--concurrency", type=int, default=4,
                         help="requests in flight (perf_analyzer and the client)")
-    parser.add_argument("-b", "--batch-size", type=int, default=1,
+    parser.add_argument("-b", "--batch-size", type=cli.positive_int, default=1,
                         help="images per request to the classifiers (perf_analyzer) and per in-process call; "
                         "the image pipelines take one file per request")
     parser.add_argument("--in-process-images", type=int, default=48,

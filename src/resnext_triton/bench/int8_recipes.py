@@ -6,7 +6,8 @@ repository's FP32 ONNX model is quantized by the exporter's own quantizer
 ONNX Runtime on this CPU next to the FP32 model on the same batches:
 
 * throughput at each batch size, and its ratio to FP32 measured in the same run;
-* the SQNR of the logits against FP32 and the top-1 agreement, on the photos.
+* the SQNR of the logits against FP32 and the top-1 agreement, on the photos (held out of the
+  calibration when ``--calibration-images`` is given; otherwise in sample, and the summary says so).
 
 It answers which calibration method keeps the most signal on your images, and what each target's
 graph costs on a CPU (the ``tensorrt`` graph, symmetric S8 activations, is TensorRT's input; on a
@@ -123,7 +124,8 @@ def measure(args: argparse.Namespace, run_dir: Path, photos: list[Path]) -> dict
                 "sqnr_db": sqnr_db(ref, logits),
                 "top1_agreement": float(np.mean(ref.argmax(1) == logits.argmax(1))),
             }
-    return {"photos": len(tensors), "calibration_images": len(calibration), "batches": args.batches, "rows": rows}
+    return {"photos": len(tensors), "calibration_images": len(calibration),
+            "in_sample": args.calibration_images is None, "batches": args.batches, "rows": rows}
 
 
 def summary(results: dict[str, Any], command: str) -> str:
@@ -140,7 +142,10 @@ def summary(results: dict[str, Any], command: str) -> str:
         quality = (f"{row['sqnr_db']:.1f} | {row['top1_agreement']:.0%}" if "sqnr_db" in row
                    else "reference | reference")
         lines.append(f"| {name} | {' | '.join(cells)} | {quality} |")
-    lines += ["", f"{results['photos']} photos compared; {results['calibration_images']} calibration images."]
+    where = ("the calibration images themselves (in sample: favours minmax, which clips none of them; "
+             "pass --calibration-images DIR to score held-out photos)" if results["in_sample"]
+             else "photos held out of the calibration")
+    lines += ["", f"{results['photos']} photos compared, {where}; {results['calibration_images']} calibration images."]
     return "\n".join(lines) + "\n"
 
 

@@ -84,7 +84,7 @@ def build_engine(
     timing_cache: Path | None = None,
     int8: bool = False,
 ) -> EngineInfo:
-    """Build an FP16 engine with one optimization profile (min 1, opt, max = ``max_batch``).
+    """Build an FP16 (with ``int8``: INT8) engine with one profile (min 1, opt, max = ``max_batch``).
 
     With ``int8``, ``onnx_path`` must be a QDQ graph: INT8 runs where its Q/DQ pairs say, FP16
     elsewhere (explicit quantization).

@@ -100,7 +100,7 @@ def plan_mismatch(repo: Path, target: Target) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 when every plan in the repository matches this host, 1 when an export is needed."""
+    """Exit 0 when every model is exported and every plan matches this host, 1 when an export is needed."""
     parser = argparse.ArgumentParser(
         prog="python -m resnext_triton.exporters.plan_check",
         description="Exit 0 if the repository loads here as it is (every model exported, every TensorRT "
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_EXPORT
     reason = plan_mismatch(args.repo, target)
     if reason is None:
-        print(f"plan check: the plans in {args.repo} match TensorRT {target.tensorrt_version}, "
-              f"compute capability {target.compute_capability}")
+        print(f"plan check: every model in {args.repo} is exported and its plans match TensorRT "
+              f"{target.tensorrt_version}, compute capability {target.compute_capability}")
         return EXIT_MATCH
     print(f"plan check: export needed: {reason}")
     return EXIT_EXPORT
