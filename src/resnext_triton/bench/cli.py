@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by ``bench/perf_sweep.py`` and ``bench/config_search.py``.
+"""Command-line plumbing shared by the ``bench/`` commands.
 
 Argument types (comma-separated integers and names), the option groups both commands take
 (perf_analyzer measurement, output), run directories, the command line as a user typed it, the
@@ -9,6 +9,7 @@ sample photos, logging set-up and SIGTERM handling. The commands themselves are
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import signal
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from resnext_triton.bench.perf import MeasureSettings
 
@@ -172,3 +174,34 @@ def error(message: object, code: int = EXIT_USAGE) -> int:
     """Print ``error: message`` on stderr; returns ``code`` (a usage error by default)."""
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def run_measurement(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    script: str,
+    prefix: str,
+    measure: Callable[[argparse.Namespace, Path, list[Path]], dict[str, Any]],
+    summary: Callable[[dict[str, Any], str], str],
+) -> int:
+    """Run a one-run command whose arguments are parsed; returns the exit status.
+
+    The photos, a run directory, ``measure``, then ``results.json`` and ``summary.md`` written and
+    the summary printed.
+    """
+    try:
+        photos = require_photos()
+    except ValueError as exc:
+        return error(exc)
+    run_dir = new_run_dir(args.out, prefix)
+    command = command_line(argv, script)
+    print(f"{command}\nresults in {run_dir}", flush=True)
+    try:
+        results = measure(args, run_dir, photos)
+    except Exception as exc:  # a server that fails to start, a missing model, a failing quantizer: one line
+        return error(exc, code=1)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    text = summary(results, command)
+    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    print("\n" + text)
+    return 0

@@ -247,19 +247,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     cli.start_command(args.verbose)
-    try:
-        photos = cli.require_photos()
-    except ValueError as exc:
-        return cli.error(exc)
-    run_dir = cli.new_run_dir(args.out, "formats-")
-    command = cli.command_line(argv, SCRIPT)
-    print(f"{command}\nresults in {run_dir}", flush=True)
-    try:
-        results = measure(args, run_dir, photos)
-    except Exception as exc:  # a server that fails to start, a missing model: one clear line
-        return cli.error(exc, code=1)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    text = summary(results, command)
-    (run_dir / "summary.md").write_text(text, encoding="utf-8")
-    print("\n" + text)
-    return 0
+    return cli.run_measurement(args, argv, SCRIPT, "formats-", measure, summary)

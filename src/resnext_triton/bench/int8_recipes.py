@@ -17,7 +17,6 @@ CPU it shows why ``onnx_int8`` keeps U8 activations). Nothing is published into 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,19 +154,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.start_command(args.verbose)
     if args.images < 1:
         return cli.error("--images must be at least 1")
-    try:
-        photos = cli.require_photos()
-    except ValueError as exc:
-        return cli.error(exc)
-    run_dir = cli.new_run_dir(args.out, "int8-")
-    command = cli.command_line(argv, SCRIPT)
-    print(f"{command}\nresults in {run_dir}", flush=True)
-    try:
-        results = measure(args, run_dir, photos)
-    except Exception as exc:  # a missing model, a failing quantizer: one clear line
-        return cli.error(exc, code=1)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    text = summary(results, command)
-    (run_dir / "summary.md").write_text(text, encoding="utf-8")
-    print("\n" + text)
-    return 0
+    return cli.run_measurement(args, argv, SCRIPT, "int8-", measure, summary)
