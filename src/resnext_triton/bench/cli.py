@@ -9,7 +9,6 @@ sample photos, logging set-up and SIGTERM handling. The commands themselves are
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from resnext_triton.bench.perf import MeasureSettings
+from resnext_triton.bench.report import RESULTS_FILE, SUMMARY_FILE, write_json
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -200,8 +200,8 @@ def run_measurement(
         results = measure(args, run_dir, photos)
     except Exception as exc:  # a server that fails to start, a missing model, a failing quantizer: one line
         return error(exc, code=1)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(run_dir / RESULTS_FILE, results)
     text = summary(results, command)
-    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    (run_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
     print("\n" + text)
     return 0
